@@ -1,0 +1,36 @@
+"""mmlab: learn how memory-mapped files really behave, measured.
+
+The package holds a memory-mapped record store (``RecordStore``), the blog example's own
+file layout (``mmlab.seedformat``) and, in submodules imported on demand, QM9 loading and
+the instruments. ``import mmlab`` stays light: numpy only, never torch or matplotlib.
+"""
+
+from __future__ import annotations
+
+from mmlab.store import (
+    CorruptStoreError,
+    NotAStoreError,
+    ReadOnlyStoreError,
+    Record,
+    RecordStore,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+    TruncatedStoreError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "CorruptStoreError",
+    "NotAStoreError",
+    "ReadOnlyStoreError",
+    "Record",
+    "RecordStore",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "TruncatedStoreError",
+    "UnsupportedVersionError",
+]
+
+__version__ = "0.1.0"

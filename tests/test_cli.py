@@ -1,0 +1,55 @@
+"""The command line: info, get and double, and clear errors with a non-zero exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from conftest import smiles_of
+
+from mmlab import RecordStore
+from mmlab.cli import main
+
+
+def test_info(filled, capsys):
+    assert main(["info", str(filled)]) == 0
+    out = capsys.readouterr().out
+    assert "count=100" in out and "U0" in out and "heap" in out
+
+
+def test_get(filled, capsys):
+    assert main(["get", str(filled), "-1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == smiles_of(99)
+    assert "U0 = -198.0" in out
+
+
+def test_double(filled, capsys):
+    assert main(["double", str(filled), "alpha"]) == 0
+    assert "doubled alpha in 100 records" in capsys.readouterr().out
+    with RecordStore.open(filled) as store:
+        np.testing.assert_array_equal(store.column("alpha"), 2 * (np.arange(100) + 0.5))
+        np.testing.assert_array_equal(store.column("mu"), np.arange(100))
+
+
+def test_errors_are_clear_and_exit_non_zero(filled, tmp_path, capsys):
+    assert main(["get", str(filled), "100"]) == 1
+    assert "out of range" in capsys.readouterr().err
+    assert main(["double", str(filled), "nope"]) == 1
+    assert "unknown field 'nope'" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing.mms")]) == 1
+    assert "No such file" in capsys.readouterr().err
+    (tmp_path / "junk").write_bytes(b"junk" * 100)
+    assert main(["info", str(tmp_path / "junk")]) == 1
+    assert "not an mmlab record store" in capsys.readouterr().err
+
+
+def test_python_dash_m(filled):
+    result = subprocess.run(
+        [sys.executable, "-m", "mmlab", "get", str(filled), "0"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == smiles_of(0)
+    usage = subprocess.run([sys.executable, "-m", "mmlab"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "COMMAND" in usage.stderr
