@@ -28,6 +28,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+demo: $(STAMP)
+	$(BIN)/mmlab demo $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py $(ARGS)
 

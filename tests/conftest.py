@@ -29,3 +29,11 @@ def filled(store_path):
     with RecordStore.create(store_path, FIELDS, capacity=16) as store:
         store.extend((smiles_of(i), value_row(i)) for i in range(100))
     return store_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the QM9 conversion cache of test runs out of the user's own cache."""
+    import os
+
+    os.environ["MMLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("mmlab-cache"))
