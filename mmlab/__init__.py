@@ -2,11 +2,14 @@
 
 The package holds a memory-mapped record store (``RecordStore``), the blog example's own
 file layout (``mmlab.seedformat``) and, in submodules imported on demand, QM9 loading and
-the instruments. ``import mmlab`` stays light: numpy only, never torch or matplotlib.
+the instruments. ``import mmlab`` stays light: numpy and psutil, never torch or matplotlib.
 """
 
 from __future__ import annotations
 
+from mmlab.measure import Measurement, measure
+from mmlab.pagecache import EvictionWarning
+from mmlab.sampler import RSSSampler
 from mmlab.store import (
     CorruptStoreError,
     NotAStoreError,
@@ -22,7 +25,10 @@ from mmlab.store import (
 
 __all__ = [
     "CorruptStoreError",
+    "EvictionWarning",
+    "Measurement",
     "NotAStoreError",
+    "RSSSampler",
     "ReadOnlyStoreError",
     "Record",
     "RecordStore",
@@ -31,6 +37,7 @@ __all__ = [
     "StoreLockedError",
     "TruncatedStoreError",
     "UnsupportedVersionError",
+    "measure",
 ]
 
 __version__ = "0.1.0"

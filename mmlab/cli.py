@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mmlab.measure import Measurement, measure
 from mmlab.store import RecordStore, StoreError
 
 __all__ = ["main"]
@@ -56,10 +56,10 @@ def _build_qm9(args: argparse.Namespace) -> None:
         print(repr(store))
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+def _timed(fn) -> Measurement:
+    with measure() as m:
+        fn()
+    return m
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -76,7 +76,7 @@ def _demo(args: argparse.Namespace) -> None:
         blog_path, store_path = Path(work) / "blog.bin", Path(work) / "qm9.mms"
         blog_records = [(smiles, y[u0]) for smiles, y in molecules]
         needed = sum(4 + len(s.encode()) + 8 for s, _ in blog_records) + 4
-        _, blog_build = _timed(
+        blog_build = _timed(
             lambda: seedformat.write(
                 blog_path,
                 blog_records,
@@ -84,7 +84,7 @@ def _demo(args: argparse.Namespace) -> None:
                 flush_every=args.blog_flush_every,
             )
         )
-        _, blog_double = _timed(
+        blog_double = _timed(
             lambda: seedformat.double_in_place(blog_path, flush_every=args.blog_flush_every)
         )
 
@@ -92,7 +92,7 @@ def _demo(args: argparse.Namespace) -> None:
             with RecordStore.create(store_path, qm9.FIELDS, capacity=len(molecules)) as store:
                 store.extend(molecules)
 
-        _, store_build = _timed(build)
+        store_build = _timed(build)
 
         def double(store: RecordStore) -> None:
             column = store.column("U0")
@@ -100,7 +100,7 @@ def _demo(args: argparse.Namespace) -> None:
             store.flush()
 
         with RecordStore.open(store_path, "r+") as store:
-            _, store_double = _timed(lambda: double(store))
+            store_double = _timed(lambda: double(store))
 
         blog_u0 = np.array([value for _, value in seedformat.scan(blog_path)])
         with RecordStore.open(store_path) as store:
@@ -114,13 +114,19 @@ def _demo(args: argparse.Namespace) -> None:
             raise ValueError("the blog layout does not hold twice the source's U0")
     flushes = "every record" if args.blog_flush_every == 1 else f"every {args.blog_flush_every}"
     print("verified: every value in both files equals the source (U0 doubled, the rest intact)")
-    print(f"{'':24} {'blog layout':>14} {'RecordStore':>14} {'speed-up':>10}")
-    for name, blog, ours in (
-        ("write", blog_build, store_build),
-        ("double U0", blog_double, store_double),
-    ):
-        print(f"{name:24} {blog * 1e3:>11.1f} ms {ours * 1e3:>11.2f} ms {blog / ours:>9,.0f}x")
+    print(f"{'':12} {'blog layout':>14} {'RecordStore':>14} {'speed-up':>9}   minor page faults")
+    steps = (("write", blog_build, store_build), ("double U0", blog_double, store_double))
+    for name, blog, ours in steps:
+        print(
+            f"{name:12} {blog.wall_s * 1e3:>11.1f} ms {ours.wall_s * 1e3:>11.2f} ms "
+            f"{blog.wall_s / ours.wall_s:>8,.0f}x   "
+            f"{_count(blog.minor_faults)} blog, {_count(ours.minor_faults)} store"
+        )
     print(f"(blog layout flushes after {flushes}; the store flushes once)")
+
+
+def _count(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -53,3 +53,24 @@ def test_python_dash_m(filled):
     assert result.stdout.splitlines()[0] == smiles_of(0)
     usage = subprocess.run([sys.executable, "-m", "mmlab"], capture_output=True, text=True)
     assert usage.returncode == 2 and "COMMAND" in usage.stderr
+
+
+def test_build_qm9(tmp_path, capsys):
+    out = tmp_path / "qm9.mms"
+    assert main(["build-qm9", str(out), "--source", "qm9pack", "--limit", "25"]) == 0
+    assert "count=25" in capsys.readouterr().out
+    with RecordStore.open(out) as store:
+        assert store[0].smiles == "C" and len(store.fields) == 19
+
+
+def test_demo_verifies_and_reports(tmp_path, capsys):
+    assert main(["demo", "--limit", "300", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "verified: every value in both files equals the source" in out
+    assert "double U0" in out and "minor page faults" in out
+    assert list(tmp_path.iterdir()) == []  # its files are cleaned up
+
+
+def test_demo_with_nothing_to_do(capsys):
+    assert main(["demo", "--limit", "0"]) == 1
+    assert "no molecules" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""Figures that redraw while a loop runs in JupyterLab and leave one static PNG behind.
+
+The pattern: ``display(fig, display_id=True)`` shows the figure once and returns a handle;
+each ``handle.update(fig)`` replaces that output in place; closing the figure at the end
+stops the inline backend from drawing it a second time. The saved notebook then holds the
+final frame as one PNG, also when it was executed headless (nbclient applies the updates).
+ipympl and ``ipywidgets.Output`` keep no static image in a saved notebook, so they are not
+used here. Outside a notebook the figure is simply drawn once at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["LiveFigure"]
+
+
+class LiveFigure:
+    """A figure redrawn by ``draw(ax)`` at most every ``every`` seconds; a context manager.
+
+    ``with LiveFigure(draw) as live:`` then call ``live.update()`` in your loop; the final
+    frame is drawn on exit. ``ncols``/``nrows`` give ``draw`` an array of axes instead.
+    """
+
+    def __init__(
+        self,
+        draw: Callable,
+        every: float = 0.25,
+        *,
+        nrows: int = 1,
+        ncols: int = 1,
+        figsize: tuple[float, float] | None = None,
+        title: str = "",
+    ) -> None:
+        import matplotlib.pyplot as plt
+
+        self.draw = draw
+        self.every = every
+        self.figure, self.axes = plt.subplots(
+            nrows, ncols, figsize=figsize or (4.5 * ncols + 2, 3.2 * nrows), squeeze=True
+        )
+        if title:
+            self.figure.suptitle(title)
+        self._handle = None
+        self._last = -float("inf")
+        self.frames = 0
+        self.closed = False
+
+    def update(self, force: bool = False) -> bool:
+        """Redraw if ``every`` seconds have passed (or ``force``); returns whether it did."""
+        if self.closed:
+            raise RuntimeError("this LiveFigure is closed")
+        now = time.perf_counter()
+        if not force and now - self._last < self.every:
+            return False
+        self._last = now
+        self.draw(self.axes)
+        self.figure.tight_layout()
+        self.frames += 1
+        self._show()
+        return True
+
+    def _show(self) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        if self._handle is None:
+            self._handle = display(self.figure, display_id=True)
+        else:
+            self._handle.update(self.figure)
+
+    def close(self) -> None:
+        """Draw the final frame and close the figure, leaving that frame as a static image."""
+        if self.closed:
+            return
+        import matplotlib.pyplot as plt
+
+        self.update(force=True)
+        self.closed = True
+        plt.close(self.figure)
+
+    def __enter__(self) -> LiveFigure:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

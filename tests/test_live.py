@@ -1,0 +1,47 @@
+"""live: a figure updated in a loop leaves exactly one PNG in an executed notebook."""
+
+from __future__ import annotations
+
+import nbformat
+from nbclient import NotebookClient
+
+CELLS = [
+    "%matplotlib inline\nimport numpy as np\nfrom mmlab.live import LiveFigure",
+    "values = []\n"
+    "def draw(ax):\n"
+    "    ax.clear()\n"
+    "    ax.plot(values)\n"
+    "with LiveFigure(draw, every=0) as live:\n"
+    "    for i in range(5):\n"
+    "        values.append(i * i)\n"
+    "        live.update()\n"
+    "print(live.frames)",
+]
+
+
+def test_live_figure_leaves_one_png(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert text.strip() == "6"  # five updates and the final frame
+
+
+def test_live_figure_outside_a_notebook():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmlab.live import LiveFigure
+
+    calls = []
+    live = LiveFigure(lambda ax: calls.append(ax), every=10)
+    assert live.update() is True and live.update() is False  # throttled
+    live.close()
+    assert len(calls) == 2 and live.closed
