@@ -28,7 +28,18 @@ import numpy as np
 from mmlab import pagecache
 from mmlab.measure import Measurement, measure
 
-__all__ = ["METHODS", "BenchResult", "memory_bandwidth", "read_vs_mmap"]
+__all__ = [
+    "METHODS",
+    "PATTERNS",
+    "BenchResult",
+    "access_order",
+    "memory_bandwidth",
+    "read_vs_mmap",
+    "sample_file",
+    "touch_pages",
+]
+
+PATTERNS = ("sequential", "random", "strided")
 
 METHODS = ("read", "readinto", "pread", "mmap slice", "numpy.memmap sum")
 _MADVICE = {
@@ -50,6 +61,57 @@ def memory_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 3) -> float:
         np.copyto(target, source)
         best = min(best, time.perf_counter() - start)
     return nbytes / best
+
+
+def sample_file(path: str | os.PathLike[str], nbytes: int, seed: int = 0) -> Path:
+    """A file of ``nbytes`` random bytes (kept if it already has that size), for experiments.
+
+    Real data, not a sparse file: a hole in a sparse file reads as zeros without any I/O,
+    which would hide exactly what the experiments show.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == nbytes:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    chunk = 16 * 2**20
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        for start in range(0, nbytes, chunk):
+            f.write(rng.integers(0, 256, size=min(chunk, nbytes - start), dtype=np.uint8))
+    partial.replace(path)
+    return path
+
+
+def access_order(
+    n_pages: int, pattern: str, count: int | None = None, stride: int = 16, seed: int = 0
+) -> np.ndarray:
+    """Page indices to touch: ``"sequential"``, ``"random"`` or ``"strided"`` (every stride-th).
+
+    ``count`` limits how many pages are touched (default: the whole pattern).
+    """
+    if pattern == "sequential":
+        order = np.arange(n_pages)
+    elif pattern == "random":
+        order = np.random.default_rng(seed).permutation(n_pages)
+    elif pattern == "strided":
+        order = np.arange(0, n_pages, stride)
+    else:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    return order[:count]
+
+
+def touch_pages(mapping: mmap.mmap, pages: np.ndarray, page_size: int = mmap.PAGESIZE) -> int:
+    """Read one byte of each page in ``pages`` (in that order); returns their sum.
+
+    Each first touch of a page is a page fault: minor if the page is in the page cache,
+    major if it must come from storage.
+    """
+    data = np.frombuffer(mapping, dtype=np.uint8)
+    try:
+        return int(data[np.asarray(pages, dtype=np.int64) * page_size].sum())
+    finally:
+        del data
 
 
 @contextmanager

@@ -61,3 +61,25 @@ def test_bad_arguments(data_file, kwargs):
 
 def test_memory_bandwidth_is_plausible():
     assert 1e8 < bench.memory_bandwidth(16 * 2**20) < 1e12
+
+
+def test_access_orders():
+    assert bench.access_order(10, "sequential").tolist() == list(range(10))
+    assert sorted(bench.access_order(10, "random").tolist()) == list(range(10))
+    assert bench.access_order(10, "strided", stride=4).tolist() == [0, 4, 8]
+    assert len(bench.access_order(100, "random", count=5)) == 5
+    with pytest.raises(ValueError):
+        bench.access_order(10, "diagonal")
+
+
+def test_sample_file_and_touch_pages(tmp_path):
+    import mmap
+
+    path = bench.sample_file(tmp_path / "s.bin", 10 * mmap.PAGESIZE)
+    data = path.read_bytes()
+    assert len(data) == 10 * mmap.PAGESIZE and len(set(data)) > 200  # real, varied bytes
+    stamp = path.stat().st_mtime_ns
+    assert bench.sample_file(path, 10 * mmap.PAGESIZE).stat().st_mtime_ns == stamp  # reused
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        total = bench.touch_pages(mm, [0, 3, 9])
+    assert total == data[0] + data[3 * mmap.PAGESIZE] + data[9 * mmap.PAGESIZE]
