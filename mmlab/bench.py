@@ -33,6 +33,7 @@ __all__ = [
     "PATTERNS",
     "BenchResult",
     "access_order",
+    "mapped",
     "memory_bandwidth",
     "read_vs_mmap",
     "sample_file",
@@ -115,7 +116,14 @@ def touch_pages(mapping: mmap.mmap, pages: np.ndarray, page_size: int = mmap.PAG
 
 
 @contextmanager
-def _mapping(path: Path, madvise: str | None) -> Iterator[mmap.mmap]:
+def mapped(path: str | os.PathLike[str], madvise: str | None = None) -> Iterator[mmap.mmap]:
+    """Map a file read-only with a hint: "random", "sequential", "willneed" or "populate".
+
+    ``with mapped(path, "random") as mm: ...``; "populate" maps with MAP_POPULATE, which reads
+    the whole file in and maps every page before ``mmap`` returns.
+    """
+    if madvise not in _MADVICE:
+        raise ValueError(f"madvise must be one of {list(_MADVICE)}, got {madvise!r}")
     flags = mmap.MAP_SHARED
     if madvise == "populate":
         flags |= mmap.MAP_POPULATE
@@ -161,11 +169,11 @@ def _runner(method: str, path: Path, blocks, madvise: str | None) -> Callable[[C
             finally:
                 os.close(fd)
         elif method == "mmap slice":
-            with _mapping(path, madvise) as mm:
+            with mapped(path, madvise) as mm:
                 for offset, length in blocks:
                     sink(mm[offset : offset + length])
         else:
-            with _mapping(path, madvise) as mm:
+            with mapped(path, madvise) as mm:
                 words = np.frombuffer(mm, dtype=np.uint8)
                 for offset, length in blocks:
                     sink(words[offset : offset + length], reduce=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
-__all__ = ["RSSSampler"]
+__all__ = ["RSSSampler", "file_memory"]
 
 _SERIES = ("rss", "uss", "pss", "minor_faults", "major_faults")
 
@@ -226,3 +226,24 @@ def _faults_of(process: psutil.Process) -> tuple[float, float]:
     except OSError:
         counts = process.memory_info()  # macOS: pfaults (all faults) and pageins (major)
         return getattr(counts, "pfaults", np.nan), getattr(counts, "pageins", np.nan)
+
+
+def file_memory(path: str, pids: list[int]) -> dict[str, int]:
+    """How much of one mapped file the given processes hold, summed: RSS, PSS and USS bytes.
+
+    Read from each process's smaps (``psutil.Process.memory_maps``), so it isolates one file
+    from everything else the processes hold. Linux only; processes that exited are skipped.
+    """
+    totals = {"rss": 0, "pss": 0, "uss": 0}
+    target = str(path)
+    for pid in pids:
+        try:
+            maps = psutil.Process(pid).memory_maps(grouped=True)
+        except psutil.Error:
+            continue
+        for m in maps:
+            if m.path == target:
+                totals["rss"] += m.rss
+                totals["pss"] += m.pss
+                totals["uss"] += m.private_clean + m.private_dirty
+    return totals
