@@ -85,7 +85,9 @@ def _diff(after: int | None, before: int | None) -> int | None:
 
 
 def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+    if n is None:
+        return "n/a"
+    return f"{n / 2**20:,.1f} MiB" if abs(n) >= 2**20 or n == 0 else f"{n / 2**10:,.0f} KiB"
 
 
 def _count(n: int | None) -> str:

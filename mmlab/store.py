@@ -535,7 +535,9 @@ class RecordStore:
             raise StoreClosedError(f"{self._path} is closed")
 
     def _checked_offset(self, i: int) -> int:
-        offset = int(self._offsets[i])
+        # pread, not the mapping: opening a store touches none of its mapped pages.
+        raw = os.pread(self._fd, 8, self._layout.offsets_offset + 8 * i)
+        (offset,) = struct.unpack("<q", raw)
         if not 0 <= offset <= self._layout.heap_capacity:
             raise CorruptStoreError(
                 f"{self._path}: string offset {offset} of record {i} lies outside the heap "
@@ -635,6 +637,24 @@ class RecordStore:
         """Each section's (offset, size) in the file: "offsets", "heap", then the fields."""
         names = ["offsets", "heap", *self._fields]
         return dict(zip(names, self._layout.sections(), strict=True))
+
+    def advise(self, hint: str) -> None:
+        """Tell the kernel how this store's mapping will be read: "random", "sequential",
+        "willneed" or "normal" (``madvise``). "random" turns readahead off, so a page fault
+        reads just its page: touching one field then brings in that field's pages only.
+        """
+        self._check_open()
+        advice = {
+            "normal": "MADV_NORMAL",
+            "random": "MADV_RANDOM",
+            "sequential": "MADV_SEQUENTIAL",
+            "willneed": "MADV_WILLNEED",
+        }
+        if hint not in advice:
+            raise ValueError(f"hint must be one of {sorted(advice)}, got {hint!r}")
+        if not hasattr(mmap, advice[hint]):
+            raise OSError(f"madvise({advice[hint]}) is not available on {sys.platform}")
+        self._mm.madvise(getattr(mmap, advice[hint]))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"mode={self._mode!r}"

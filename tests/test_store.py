@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import mmap
 import os
 import signal
 import struct
@@ -393,3 +394,31 @@ def test_bad_mode(filled):
 def test_a_directory_is_not_a_store(tmp_path):
     with pytest.raises(IsADirectoryError):
         RecordStore.open(tmp_path)
+
+
+def test_advise_random_reads_only_the_touched_field(tmp_path):
+    from mmlab import pagecache
+
+    path = tmp_path / "wide.mms"
+    fields = [f"f{k}" for k in range(8)]
+    with RecordStore.create(path, fields, capacity=50_000) as store:
+        store.extend(("C", np.full(8, float(i))) for i in range(50_000))
+    if pagecache.on_tmpfs(path):
+        pytest.skip("tmpfs: no eviction")
+    with RecordStore.open(path, "r+") as store:
+        store.advise("random")
+        assert pagecache.evict(path).resident_after == 0  # opening touched no mapped page
+        column = store.column("f3")
+        column *= 2
+        store.flush()
+        resident = pagecache.residency(path)
+        page = mmap.PAGESIZE
+        for name, (offset, size) in store.sections.items():
+            cached = resident[offset // page : -(-(offset + size) // page)].sum()
+            if name == "f3":
+                assert cached == -(-size // page)  # every page of the doubled field
+            else:
+                assert cached == 0, name  # and no page of any other section
+        with pytest.raises(ValueError, match="hint"):
+            store.advise("backwards")
+        del column
