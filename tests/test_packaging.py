@@ -75,3 +75,13 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make lab" in readme
+
+
+def test_jupyterlab_has_the_widgets_extension():
+    """ipywidgets' controls render in JupyterLab only with its lab extension, from this env."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    result = subprocess.run([jupyter, "labextension", "list"], capture_output=True, text=True)
+    listing = result.stdout + result.stderr
+    assert "@jupyter-widgets/jupyterlab-manager" in listing
+    line = next(x for x in listing.splitlines() if "jupyterlab-manager" in x)
+    assert "enabled" in line and "OK" in line
