@@ -13,23 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "EXERCISES",
-    "exercise_1_1",
-    "exercise_1_2",
-    "exercise_2_1",
-    "exercise_2_2",
-    "exercise_3_1",
-    "exercise_3_2",
-    "exercise_4_1",
-    "exercise_4_2",
-    "exercise_5_1",
-    "exercise_5_2",
-    "exercise_6_1",
-    "exercise_6_2",
-    "reference",
-]
-
 
 def _word(answer: Any) -> str:
     return str(answer).strip().lower().replace("mmap.", "").replace("'", "").replace('"', "")
@@ -199,15 +182,6 @@ def reference(name: str) -> Any:
     return EXERCISES[name].answer()
 
 
-exercise_1_1 = EXERCISES["exercise_1_1"]
-exercise_1_2 = EXERCISES["exercise_1_2"]
-exercise_2_1 = EXERCISES["exercise_2_1"]
-exercise_2_2 = EXERCISES["exercise_2_2"]
-exercise_3_1 = EXERCISES["exercise_3_1"]
-exercise_3_2 = EXERCISES["exercise_3_2"]
-exercise_4_1 = EXERCISES["exercise_4_1"]
-exercise_4_2 = EXERCISES["exercise_4_2"]
-exercise_5_1 = EXERCISES["exercise_5_1"]
-exercise_5_2 = EXERCISES["exercise_5_2"]
-exercise_6_1 = EXERCISES["exercise_6_1"]
-exercise_6_2 = EXERCISES["exercise_6_2"]
+# exercise_1_1, exercise_1_2, ...: each exercise is a function of this module.
+globals().update(EXERCISES)
+__all__ = ["EXERCISES", "Exercise", "reference", *EXERCISES]

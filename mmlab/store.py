@@ -371,8 +371,9 @@ class RecordStore:
         self._mode = mode
         self._fd = fd
         self._retired: list[mmap.mmap] = []
-        self._closed = False
+        self._closed = True  # until attached: a failed open must not be closed again by __del__
         self._attach(header)
+        self._closed = False
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -694,13 +695,22 @@ class RecordStore:
         self.extend([(smiles, values)])
 
     def extend(self, records: Iterable[tuple[str, Sequence[float] | np.ndarray]]) -> int:
-        """Add many ``(smiles, values)`` records, in batches; returns how many were added."""
+        """Add many ``(smiles, values)`` records, in batches; returns how many were added.
+
+        All or nothing: if any record is rejected, none of this call's records are added.
+        """
         self._check_writable()
+        count, heap_used = self._count, self._heap_used
         added = 0
         iterator = iter(records)
-        while batch := list(islice(iterator, _BATCH)):
-            self._append_batch(batch, first_index=added)
-            added += len(batch)
+        try:
+            while batch := list(islice(iterator, _BATCH)):
+                self._append_batch(batch, first_index=added)
+                added += len(batch)
+        except BaseException:
+            # Data past the count is invisible: forgetting it undoes the earlier batches.
+            self._count, self._heap_used = count, heap_used
+            raise
         return added
 
     def _append_batch(self, batch: list, first_index: int) -> None:
@@ -733,15 +743,23 @@ class RecordStore:
             values = np.asarray(rows, dtype=np.float64)
         except (ValueError, TypeError):
             values = None  # ragged or non-numeric: find the row to blame below
-        if values is None or values.shape != (len(rows), width):
-            for k, row in enumerate(rows):
+        if values is not None and values.shape == (len(rows), width):
+            return values
+        checked = []
+        for k, row in enumerate(rows):
+            try:
                 row = np.asarray(row, dtype=np.float64)
-                if row.shape != (width,):
-                    raise ValueError(
-                        f"record {first_index + k} has {row.size} values; "
-                        f"this store has {width} fields {list(self._fields)}"
-                    )
-        return values
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"record {first_index + k}: values must be numbers ({exc})"
+                ) from None
+            if row.shape != (width,):
+                raise ValueError(
+                    f"record {first_index + k} has {row.size} values; "
+                    f"this store has {width} fields {list(self._fields)}"
+                )
+            checked.append(row)
+        return np.stack(checked) if checked else np.empty((0, width))
 
     def _reserve(self, records: int, heap_bytes: int) -> None:
         layout = self._layout

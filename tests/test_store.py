@@ -372,7 +372,23 @@ def test_wrong_number_of_values(store_path):
             store.append("C", [1, 2, 3, 4])
         with pytest.raises(TypeError, match="smiles must be str"):
             store.append(b"C", [1, 2, 3])
+        with pytest.raises(ValueError, match="record 2: values must be numbers"):
+            store.extend([("C", [1, 2, 3]), ("N", [1, 2, 3]), ("O", [1, "x", 3])])
         assert len(store) == 0  # a rejected batch adds nothing
+
+
+def test_extend_is_all_or_nothing_across_batches(store_path):
+    def records():
+        yield from (("C", [1.0, 2.0, 3.0]) for _ in range(70_000))  # more than one batch
+        yield ("N", [1.0])
+
+    with RecordStore.create(store_path, FIELDS, capacity=8) as store:
+        store.append("O", [0, 0, 0])
+        with pytest.raises(ValueError, match="record 70000 has 1 values"):
+            store.extend(records())
+        assert len(store) == 1 and store[-1].smiles == "O"
+        store.append("S", [1, 1, 1])
+        assert [r.smiles for r in store] == ["O", "S"]
 
 
 def test_unknown_field(filled):
