@@ -232,7 +232,7 @@ def _has_processed(root: Path) -> bool:
     return (root / _PYG_PROCESSED).is_file()
 
 
-def _pyg_records(root: str | os.PathLike[str] | None, limit: int | None):
+def _check_pyg_root(root: str | os.PathLike[str] | None) -> Path:
     if root is None:
         raise ValueError("source='pyg' needs root=, the folder QM9(root) uses")
     root = Path(root)
@@ -244,6 +244,10 @@ def _pyg_records(root: str | os.PathLike[str] | None, limit: int | None):
             "torch_geometric.datasets.QM9(root) download them; offline, write the raw files "
             "from qm9pack with mmlab.qm9.prepare_pyg_root(root), then QM9(root) processes them."
         )
+    return root
+
+
+def _pyg_records(root: Path, limit: int | None) -> Iterator[tuple[str, list[float]]]:
     from torch_geometric.datasets import QM9
 
     dataset = QM9(str(root))
@@ -275,7 +279,8 @@ def records(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be a count, got {limit}")
     if _resolve(source, root) == "pyg":
-        return _pyg_records(root, limit)
+        return _pyg_records(_check_pyg_root(root), limit)
+    _qm9pack_data()  # fail now, not at the first molecule, if qm9pack is missing
     return _qm9pack_records(limit)
 
 
@@ -285,14 +290,22 @@ def to_store(
     root: str | os.PathLike[str] | None = None,
     limit: int | None = None,
 ) -> RecordStore:
-    """Write QM9 into a RecordStore at ``path`` (replacing it) and return it opened read-only."""
+    """Write QM9 into a RecordStore at ``path`` and return it opened read-only.
+
+    An existing store at ``path`` is replaced only once the new one is complete.
+    """
     from tqdm.auto import tqdm
 
-    source = _resolve(source, root)
+    path = Path(path)
     total = QM9_MOLECULES if limit is None else min(limit, QM9_MOLECULES)
     molecules = tqdm(records(source, root, limit), total=total, desc="QM9 -> store", unit="mol")
-    with RecordStore.create(path, FIELDS, capacity=max(total, 1), overwrite=True) as store:
-        store.extend(molecules)
+    building = path.with_name(f".{path.name}.{os.getpid()}.building")
+    try:
+        with RecordStore.create(building, FIELDS, capacity=max(total, 1), overwrite=True) as store:
+            store.extend(molecules)
+        os.replace(building, path)
+    finally:
+        building.unlink(missing_ok=True)
     return RecordStore.open(path)
 
 

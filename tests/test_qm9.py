@@ -175,3 +175,13 @@ def test_bad_source_and_limit():
         qm9.records("figshare")
     with pytest.raises(ValueError, match="limit"):
         qm9.records("qm9pack", limit=-1)
+
+
+def test_a_failed_to_store_keeps_the_old_store(tmp_path):
+    path = tmp_path / "qm9.mms"
+    qm9.to_store(path, source="qm9pack", limit=3).close()
+    with pytest.raises(FileNotFoundError):
+        qm9.to_store(path, source="pyg", root=tmp_path / "empty")
+    with RecordStore.open(path) as store:
+        assert len(store) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qm9.mms"]
