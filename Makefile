@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py $(ARGS)
+	$(BIN)/python bench/bench_instruments.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
