@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mmlab import pagecache
-from mmlab.measure import Measurement, measure
+from mmlab.measure import Measurement, format_count, measure
 
 __all__ = [
     "METHODS",
@@ -213,7 +213,7 @@ class BenchResult:
         for r in self.rows:
             lines.append(
                 f"{r['method']:<18}{r['gb_s']:>8.2f}{r['fraction_of_copy']:>8.0%} "
-                f"{_n(r['minor_faults']):>8}{_n(r['major_faults']):>7}"
+                f"{format_count(r['minor_faults']):>8}{format_count(r['major_faults']):>7}"
                 f"{_mib(r['storage_bytes']):>13}{r['cached_pages_delta']:>+16,}"
                 f"  {r['checksum']:08x}"
             )
@@ -230,7 +230,7 @@ class BenchResult:
     def _repr_html_(self) -> str:
         cells = "".join(
             f"<tr><td>{r['method']}</td><td>{r['gb_s']:.2f}</td><td>{r['fraction_of_copy']:.0%}"
-            f"</td><td>{_n(r['minor_faults'])}</td><td>{_n(r['major_faults'])}</td>"
+            f"</td><td>{format_count(r['minor_faults'])}</td><td>{format_count(r['major_faults'])}</td>"
             f"<td>{_mib(r['storage_bytes'])}</td><td>{r['cached_pages_delta']:+,}</td>"
             f"<td><code>{r['checksum']:08x}</code></td></tr>"
             for r in self.rows
@@ -259,10 +259,6 @@ class BenchResult:
         ax.set_title(f"{self.pattern}, {self.block_size // 1024} KiB blocks, {self.cache} cache")
         ax.legend(loc="lower right", fontsize=8)
         return ax
-
-
-def _n(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
 
 
 def _mib(value: int | None) -> str:

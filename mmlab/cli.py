@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.measure import Measurement, measure
+from mmlab.measure import Measurement, format_count, measure
 from mmlab.store import RecordStore, StoreError
 
 __all__ = ["main"]
@@ -120,13 +120,9 @@ def _demo(args: argparse.Namespace) -> None:
         print(
             f"{name:12} {blog.wall_s * 1e3:>11.1f} ms {ours.wall_s * 1e3:>11.2f} ms "
             f"{blog.wall_s / ours.wall_s:>8,.0f}x   "
-            f"{_count(blog.minor_faults)} blog, {_count(ours.minor_faults)} store"
+            f"{format_count(blog.minor_faults)} blog, {format_count(ours.minor_faults)} store"
         )
     print(f"(blog layout flushes after {flushes}; the store flushes once)")
-
-
-def _count(n: int | None) -> str:
-    return "n/a" if n is None else f"{n:,}"
 
 
 def _parser() -> argparse.ArgumentParser:

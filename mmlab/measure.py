@@ -19,13 +19,20 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
 
 from mmlab import pagecache
 
-__all__ = ["Measurement", "measure", "proc_io", "rss_bytes"]
+__all__ = [
+    "Counters",
+    "Measurement",
+    "counters",
+    "format_count",
+    "measure",
+    "proc_io",
+    "rss_bytes",
+]
 
 try:
     import resource
@@ -66,11 +73,40 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _faults() -> tuple[int | None, int | None]:
-    if resource is None:
-        return None, None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_minflt, usage.ru_majflt
+@dataclass(frozen=True)
+class Counters:
+    """This process's cumulative counters at one instant; subtract two to measure between."""
+
+    wall_s: float
+    cpu_s: float
+    minor_faults: int | None
+    major_faults: int | None
+    read_bytes: int | None  # fetched from storage
+    rchar_bytes: int | None  # passed through read()-like calls
+    rss: int
+
+    def __sub__(self, earlier: Counters) -> Counters:
+        return Counters(
+            *(_diff(now, then) for now, then in zip(astuple(self), astuple(earlier), strict=True))
+        )
+
+
+def counters() -> Counters:
+    """Read time, page faults, I/O and RSS now (cheap: no smaps, no page-cache scan)."""
+    minor = major = None
+    if resource is not None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        minor, major = usage.ru_minflt, usage.ru_majflt
+    io = proc_io() or {}
+    return Counters(
+        time.perf_counter(),
+        time.process_time(),
+        minor,
+        major,
+        io.get("read_bytes"),
+        io.get("rchar"),
+        rss_bytes(),
+    )
 
 
 def _uss_pss() -> tuple[int | None, int | None]:
@@ -80,7 +116,7 @@ def _uss_pss() -> tuple[int | None, int | None]:
     return getattr(info, "uss", None), getattr(info, "pss", None)
 
 
-def _diff(after: int | None, before: int | None) -> int | None:
+def _diff(after, before):
     return None if after is None or before is None else after - before
 
 
@@ -90,7 +126,8 @@ def _mib(n: int | None) -> str:
     return f"{n / 2**20:,.1f} MiB" if abs(n) >= 2**20 or n == 0 else f"{n / 2**10:,.0f} KiB"
 
 
-def _count(n: int | None) -> str:
+def format_count(n: int | None) -> str:
+    """A count with thousands separators, or "n/a" where the OS gave none."""
     return "n/a" if n is None else f"{n:,}"
 
 
@@ -115,7 +152,6 @@ class Measurement:
     cached_pages_before: int | None = None
     cached_pages_after: int | None = None
     file_pages: int | None = None
-    _start: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def rss_delta(self) -> int:
@@ -129,7 +165,8 @@ class Measurement:
         parts = [
             f"wall {self.wall_s * 1e3:,.3f} ms",
             f"cpu {self.cpu_s * 1e3:,.3f} ms",
-            f"faults {_count(self.minor_faults)} minor / {_count(self.major_faults)} major",
+            f"faults {format_count(self.minor_faults)} minor"
+            f" / {format_count(self.major_faults)} major",
             f"storage read {_mib(self.read_bytes)}",
             f"read() {_mib(self.rchar_bytes)}",
             f"RSS {self.rss_delta / 2**20:+,.1f} MiB",
@@ -149,8 +186,8 @@ class Measurement:
         rows = [
             ("wall time", f"{self.wall_s * 1e3:,.3f} ms"),
             ("CPU time", f"{self.cpu_s * 1e3:,.3f} ms"),
-            ("minor page faults", _count(self.minor_faults)),
-            ("major page faults", _count(self.major_faults)),
+            ("minor page faults", format_count(self.minor_faults)),
+            ("major page faults", format_count(self.major_faults)),
             ("read from storage", _mib(self.read_bytes)),
             ("read through read() calls", _mib(self.rchar_bytes)),
             ("RSS before → after", f"{_mib(self.rss_before)} → {_mib(self.rss_after)}"),
@@ -195,31 +232,23 @@ class measure:
             m.cached_pages_before, m.file_pages = int(resident.sum()), len(resident)
         if self.uss_pss:
             m.uss_before, m.pss_before = _uss_pss()
-        m.rss_before = rss_bytes()
-        io = proc_io()
-        m._start = {"io": io, "faults": _faults()}
-        m._start["cpu"] = time.process_time()
-        m._start["wall"] = time.perf_counter()
+        self._start = counters()
+        m.rss_before = self._start.rss
         self.result = m
         return m
 
     def __exit__(self, *exc_info: object) -> None:
         m = self.result
-        wall, cpu = time.perf_counter(), time.process_time()
-        minor, major = _faults()
-        io = proc_io()
-        m.rss_after = rss_bytes()
-        m.wall_s, m.cpu_s = wall - m._start["wall"], cpu - m._start["cpu"]
-        m.minor_faults = _diff(minor, m._start["faults"][0])
-        m.major_faults = _diff(major, m._start["faults"][1])
-        if io is not None and m._start["io"] is not None:
-            m.read_bytes = io["read_bytes"] - m._start["io"]["read_bytes"]
-            m.rchar_bytes = io["rchar"] - m._start["io"]["rchar"]
+        now = counters()
+        change = now - self._start
+        m.wall_s, m.cpu_s = change.wall_s, change.cpu_s
+        m.minor_faults, m.major_faults = change.minor_faults, change.major_faults
+        m.read_bytes, m.rchar_bytes = change.read_bytes, change.rchar_bytes
+        m.rss_after = now.rss
         if self.uss_pss:
             m.uss_after, m.pss_after = _uss_pss()
         if self.file is not None:
             m.cached_pages_after = int(pagecache.residency(self.file).sum())
-        m._start = {}
 
     def __call__(self, func: Callable) -> Callable:
         """Decorate ``func``: each call is measured; the latest result is ``func.measurement``."""

@@ -79,3 +79,14 @@ def test_decorator_keeps_the_latest_measurement():
 def test_missing_counters_show_as_not_available():
     m = Measurement()
     assert "n/a minor" in repr(m) and "storage read n/a" in repr(m)
+
+
+def test_counters_subtract_to_a_change():
+    from mmlab.measure import counters
+
+    start = counters()
+    block = np.ones(16 * 2**20, dtype=np.uint8)
+    change = counters() - start
+    assert change.wall_s > 0 and change.minor_faults >= 1
+    assert change.rss >= 15 * 2**20
+    del block
