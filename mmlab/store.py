@@ -285,7 +285,13 @@ def _read_header(fd: int, path: Path) -> _Header:
 
 def _lock(fd: int) -> bool:
     """Take the writer's advisory lock; False if another writer has it."""
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:
+        raise StoreError(
+            f"writing a store needs POSIX advisory locks, which {sys.platform} lacks; "
+            "open it with mode='r' to read it"
+        ) from None
 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
