@@ -75,12 +75,11 @@ def _demo(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         blog_path, store_path = Path(work) / "blog.bin", Path(work) / "qm9.mms"
         blog_records = [(smiles, y[u0]) for smiles, y in molecules]
-        needed = sum(4 + len(s.encode()) + 8 for s, _ in blog_records) + 4
         blog_build = _timed(
             lambda: seedformat.write(
                 blog_path,
                 blog_records,
-                size=max(seedformat.BLOG_SIZE, needed),
+                size=max(seedformat.BLOG_SIZE, seedformat.data_size(blog_records)),
                 flush_every=args.blog_flush_every,
             )
         )

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["BLOG_SIZE", "double_in_place", "scan", "write"]
+__all__ = ["BLOG_SIZE", "data_size", "double_in_place", "scan", "write"]
 
 BLOG_SIZE = 100 * 1024 * 1024  # the blog's preallocated file size
 _LENGTH = struct.Struct("I")  # native, as in the blog
@@ -39,6 +39,13 @@ def _flush_due(flush_every: int | None, written: int) -> bool:
 def _check_flush_every(flush_every: int | None) -> None:
     if flush_every is not None and flush_every < 1:
         raise ValueError(f"flush_every must be a positive count or None, got {flush_every}")
+
+
+def data_size(records: Iterable[tuple[str, float]]) -> int:
+    """Bytes the records take in this layout, with the zero length that ends the data."""
+    return (
+        sum(_LENGTH.size + len(s.encode("utf-8")) + _VALUE.size for s, _ in records) + _LENGTH.size
+    )
 
 
 def write(

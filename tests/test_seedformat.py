@@ -93,3 +93,10 @@ def test_an_empty_file_holds_no_records(tmp_path):
     path.touch()
     assert seedformat.scan(path) == []
     assert seedformat.double_in_place(path) == 0
+
+
+def test_data_size_fits_exactly(tmp_path):
+    path = tmp_path / "blog.bin"
+    size = seedformat.data_size(RECORDS)
+    assert seedformat.write(path, RECORDS, size=size) == size - 4  # room for the end marker
+    assert seedformat.scan(path) == RECORDS
