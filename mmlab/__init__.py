@@ -12,6 +12,7 @@ from mmlab.pagecache import EvictionWarning
 from mmlab.sampler import RSSSampler
 from mmlab.store import (
     CorruptStoreError,
+    NoSpaceError,
     NotAStoreError,
     ReadOnlyStoreError,
     Record,
@@ -19,6 +20,7 @@ from mmlab.store import (
     StoreClosedError,
     StoreError,
     StoreLockedError,
+    StoreReplacedError,
     TruncatedStoreError,
     UnsupportedVersionError,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "CorruptStoreError",
     "EvictionWarning",
     "Measurement",
+    "NoSpaceError",
     "NotAStoreError",
     "RSSSampler",
     "ReadOnlyStoreError",
@@ -35,6 +38,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreLockedError",
+    "StoreReplacedError",
     "TruncatedStoreError",
     "UnsupportedVersionError",
     "measure",

@@ -1,0 +1,193 @@
+"""How a store holds its file: one mapping, the numpy views over it, and moves to a new file.
+
+A store maps its whole file once and reads and writes through views of that mapping. When the
+file is replaced by a bigger copy (the writer's growth, or a reader's ``refresh()`` after one),
+the store maps the new file, and every old mapping that a user's view still holds is re-pointed
+at the new file's sections (``remap.Followers``), so those views stay live. Views can follow
+only a true growth, with page-aligned sections: anything else raises a clear error and leaves
+the store as it was.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mmlab.store import files, remap
+from mmlab.store.errors import CorruptStoreError, StoreError
+from mmlab.store.format import Header, Layout, read_header
+
+__all__ = ["MappedFile", "mapped_array", "read_header_of"]
+
+_ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
+_FAST_OFFSETS = sys.byteorder == "little"
+
+
+def read_header_of(fd: int, path: Path) -> Header:
+    """Read and check a store file's current header with pread, before anything is mapped."""
+    return read_header(lambda at, n: files.pread(fd, n, at), os.fstat(fd).st_size, path)
+
+
+def mapped_array(
+    mm: mmap.mmap, dtype: str, offset: int, shape: tuple[int, ...], row_stride: int = 0
+) -> np.ndarray:
+    """A numpy view of part of a mapping that pins it: the mapping cannot close under it.
+
+    ``np.ndarray(buffer=mm)`` does not hold a buffer export, so ``mm.close()`` would succeed
+    and leave the array pointing at unmapped memory; ``np.frombuffer`` holds one.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    if len(shape) == 1:
+        return np.frombuffer(mm, dtype, count=shape[0], offset=offset)
+    rows, columns = shape
+    span = ((rows - 1) * row_stride // itemsize + columns) if rows else 0
+    flat = np.frombuffer(mm, dtype, count=span, offset=offset)
+    return np.lib.stride_tricks.as_strided(
+        flat, shape, (row_stride, itemsize), writeable=flat.flags.writeable
+    )
+
+
+class MappedFile:
+    """The mapping side of ``RecordStore``: its file, mapping, views and moves between files."""
+
+    _path: Path
+    _mode: str
+    _fd: int
+    _count: int
+    _heap_used: int
+
+    def _attach(self, header: Header) -> None:
+        """Take the header's state, map the file and build the views the accessors use."""
+        self._layout = header.layout
+        self._fields = header.fields
+        self._field_index = {name: k for k, name in enumerate(header.fields)}
+        self._sequence = header.sequence
+        self._count = self._committed = header.count
+        self._mm = mmap.mmap(self._fd, header.layout.file_size, access=_ACCESS[self._mode])
+        self._build_views()
+        self._heap_used = self._checked_offset(header.count)
+
+    def _build_views(self) -> None:
+        layout, mm = self._layout, self._mm
+        self._offsets = mapped_array(mm, "<i8", layout.offsets_offset, (layout.capacity + 1,))
+        self._matrix = mapped_array(
+            mm,
+            "<f8",
+            layout.first_column_offset,
+            (layout.n_fields, layout.capacity),
+            layout.column_stride,
+        )
+        self._heap = mapped_array(mm, "u1", layout.heap_offset, (layout.heap_capacity,))
+        self._rows = self._matrix.T  # record i's values: indexing a row beats a column slice
+        self._heap_base, self._heap_capacity = layout.heap_offset, layout.heap_capacity
+        # A memoryview indexes faster than numpy for one scalar: the random-get hot path.
+        self._offsets_fast = self._offsets.data.cast("B").cast("q") if _FAST_OFFSETS else None
+
+    def _detach(self) -> mmap.mmap | None:
+        """Drop our own views and unmap; returns the mapping if user views keep it alive."""
+        if self._offsets_fast is not None:
+            self._offsets_fast.release()
+        old = self._mm
+        del self._offsets, self._matrix, self._rows, self._heap, self._offsets_fast
+        try:
+            old.close()
+        except BufferError:
+            return old
+        return None
+
+    def _checked_offset(self, i: int) -> int:
+        # pread, not the mapping: opening a store touches none of its mapped pages.
+        raw = files.pread(self._fd, 8, self._layout.offsets_offset + 8 * i)
+        offset = int.from_bytes(raw, "little", signed=True)
+        if len(raw) != 8 or not 0 <= offset <= self._layout.heap_capacity:
+            raise CorruptStoreError(
+                f"{self._path}: string offset {offset} of record {i} lies outside the heap "
+                f"({self._layout.heap_capacity} bytes)"
+            )
+        return offset
+
+    # -- moving to another file -----------------------------------------------------------
+
+    def _views_held(self) -> bool:
+        """Whether any user view holds one of our mappings. Renews the current mapping."""
+        if self._followers.alive():
+            return True
+        old = self._detach()
+        if old is not None:
+            self._mm = old
+        else:
+            self._mm = mmap.mmap(self._fd, self._layout.file_size, access=_ACCESS[self._mode])
+        self._build_views()
+        return old is not None
+
+    def _check_views_can_follow(self, new: Layout) -> None:
+        """Raise, changing nothing, if views held now could not follow into ``new``."""
+        layouts = [self._layout] + [layout for _, layout in self._followers.alive()]
+        page = mmap.PAGESIZE
+        if remap.supported() and all(
+            layout.alignment % page == 0 and new.holds(layout) for layout in layouts
+        ):
+            return
+        if self._views_held():
+            why = (
+                "views cannot be re-pointed on this platform"
+                if not remap.supported()
+                else f"its sections are aligned to {min(x.alignment for x in layouts):,} "
+                f"bytes, less than this machine's {page:,}-byte pages"
+            )
+            raise StoreError(
+                f"{self._path}: the store must move to a new file, but the views you hold "
+                f"(from column()) could not follow it: {why}. Release them (del) and retry; "
+                "the move re-aligns the store so that views follow it from then on"
+            )
+
+    def _switch(self, fd: int, header: Header) -> None:
+        """Map ``fd`` (a bigger copy of the store) and re-point every held view at it.
+
+        If that fails the store is closed: the file on disk is complete, reopen it.
+        """
+        old_layout = self._layout
+        old = self._detach()
+        if old is not None:
+            self._followers.retire(old, old_layout)
+        self._fd = fd
+        try:
+            self._attach(header)
+            self._followers.repoint(
+                fd, header.layout, writable=self._mode != "r", private=self._mode == "c"
+            )
+        except BaseException as exc:
+            self._closed = True
+            self._followers.forget()
+            os.close(fd)
+            raise StoreError(
+                f"{self._path} moved to a bigger file that could not be mapped again ({exc}); "
+                "everything flushed is in the file: open the store again"
+            ) from exc
+
+    def _replacement(self, header: Header) -> str | None:
+        """Why the store now at our path is not a growth of ours (None if it is one)."""
+        old, new = self._layout, header.layout
+        if header.fields != self._fields:
+            return f"its fields are {list(header.fields)}, not {list(self._fields)}"
+        if new.slot_size != old.slot_size or not new.holds(old):
+            return f"it is not a bigger copy (capacity {new.capacity:,}, was {old.capacity:,})"
+        if header.count < self._committed:
+            return f"it holds {header.count:,} records, fewer than the {self._committed:,} seen"
+        return None
+
+    def _private_changes(self) -> bool:
+        """Whether a copy-on-write store has changes of its own (conservative if unknown)."""
+        if self._count != self._committed:
+            return True
+        sizes = [
+            remap.private_bytes(remap.address_of(self._mm), len(self._mm)),
+            self._followers.private_bytes(),
+        ]
+        if None in sizes:
+            return self._may_have_written
+        return sum(sizes) > 0

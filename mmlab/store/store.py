@@ -1,0 +1,539 @@
+"""A memory-mapped record store: one UTF-8 string and a fixed set of float64 fields per record.
+
+The whole store is one file, mapped into memory. Each field is its own contiguous float64
+column and the strings are an int64 offsets array plus a byte heap, every section starting on
+a 64 KiB boundary (``mmlab.store.format``). So ``store.column("U0")`` is a numpy view of the
+file with no copy, and doubling U0 in place touches U0's pages and no others.
+
+Durability: ``flush()`` first makes the record data durable (msync), then writes the header
+count that publishes it; nothing flushes per record, and nothing else publishes records (not
+even growth). A writer killed at any instant leaves a store that opens and holds exactly the
+records of its last flush. Space is reserved when the file is created or grown, so a full disk
+is a ``NoSpaceError`` at that call, never a SIGBUS later.
+
+Growth writes the store into a new file twice the size and renames it over the old one, so a
+crash during growth loses nothing and a mapped file is never shrunk under a reader. Views taken
+before any number of growths are re-pointed at the moved sections (``mmlab.store.mapping``),
+so they stay live. After ``close()`` the views you still hold keep the data they map, but no
+longer follow later growths.
+
+Sharing: one writer at a time holds an advisory ``flock`` (a process forked from a writer shares
+it until it exits); any number of readers map the same file and see what the writer has
+flushed after they call ``refresh()``. Mode ``"c"`` is a private copy-on-write snapshot:
+``refresh()`` follows the writer while you have changed nothing, and raises once you have.
+
+SIGBUS: if someone truncates a store file by hand under a live mapping, reading a record
+(``store[i]``, ``smiles()``, iteration), reading or writing a column, appending, and flushing
+after an append touch the missing pages and can be killed by SIGBUS; no library can prevent
+that. ``len``, ``refresh()``, ``repr`` and ``close()`` never touch the mapping's pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import operator
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from mmlab.store import files, remap
+from mmlab.store.errors import (
+    CorruptStoreError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreError,
+    StoreReplacedError,
+)
+from mmlab.store.format import ALIGNMENT, Header, Layout, check_fields, encode_slot, slot_size_for
+from mmlab.store.mapping import MappedFile, mapped_array, read_header_of
+
+__all__ = ["Record", "RecordStore"]
+
+_DEFAULT_CAPACITY = 1024
+_HEAP_BYTES_PER_RECORD = 32  # initial heap guess; QM9 SMILES average about 15 bytes
+_GROWTH = 2
+_BATCH = 65536
+_new_tuple = tuple.__new__
+
+
+class Record(NamedTuple):
+    """One record: its string and its field values (a copy, in field order)."""
+
+    smiles: str
+    values: np.ndarray
+
+
+def _write_new_file(
+    fd: int, path: Path, layout: Layout, fields: tuple[str, ...], sequence: int, count: int
+) -> mmap.mmap:
+    """Reserve the file's space, map it and write both header slots; the caller closes it."""
+    files.reserve(fd, layout.file_size, path, fresh=True)
+    mm = mmap.mmap(fd, layout.file_size, access=mmap.ACCESS_WRITE)
+    slot = encode_slot(layout, fields, sequence, count)
+    mm[: len(slot)] = slot
+    mm[len(slot) : 2 * len(slot)] = slot
+    return mm
+
+
+class RecordStore(MappedFile):
+    """A file of records (a string plus named float64 fields), memory-mapped.
+
+    Open one with ``RecordStore.create`` or ``RecordStore.open``; use it as a context manager.
+    """
+
+    def __init__(self, path: Path, mode: str, fd: int, header: Header) -> None:
+        self._path = path
+        self._mode = mode
+        self._fd = fd
+        self._followers = remap.Followers()
+        self._may_have_written = False  # mode "c", where the OS cannot say
+        self._closed = True  # until attached: a failed open must not be closed again by __del__
+        self._attach(header)
+        self._closed = False
+
+    # -- opening and closing ------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        fields: Sequence[str],
+        capacity: int | None = None,
+        *,
+        heap_capacity: int | None = None,
+        overwrite: bool = False,
+    ) -> RecordStore:
+        """Create an empty store for records with these float64 fields; open it read-write.
+
+        ``overwrite=True`` replaces an existing store unless a writer has it open
+        (``StoreLockedError``). Of several processes creating one path at once, exactly one
+        wins; without ``overwrite`` the others get ``FileExistsError``.
+        """
+        fields = check_fields(fields)
+        capacity = _DEFAULT_CAPACITY if capacity is None else operator.index(capacity)
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if heap_capacity is None:
+            heap_capacity = capacity * _HEAP_BYTES_PER_RECORD
+        path = Path(path).absolute()
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        layout = Layout(slot_size_for(fields), ALIGNMENT, capacity, heap_capacity, len(fields))
+        # Built under a unique temporary name and published whole: no half store at the path.
+        tmp, fd = files.new_temp(path, "creating")
+        try:
+            _write_new_file(fd, tmp, layout, fields, sequence=1, count=0).close()
+            os.fsync(fd)
+            files.publish(tmp, path, overwrite=overwrite)
+            files.fsync_dir(path)
+            files.remove_stale_temps(path)
+            return cls(path, "r+", fd, read_header_of(fd, path))
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> RecordStore:
+        """Open a store: ``"r"`` read-only, ``"r+"`` read-write, ``"c"`` copy-on-write."""
+        if mode not in ("r", "r+", "c"):
+            raise ValueError(f"mode must be 'r', 'r+' or 'c', got {mode!r}")
+        path = Path(path).absolute()
+        while True:
+            fd = files.open_regular(path, writable=mode == "r+")
+            try:
+                if mode != "r+":
+                    break
+                if not files.try_lock(fd):
+                    raise files.locked_error(path)
+                # The writer may have grown the store into a new file while we waited.
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        try:
+            header = read_header_of(fd, path)
+            if mode == "r+":
+                files.reserve(fd, header.layout.file_size, path, fresh=False)
+                files.remove_stale_temps(path)
+            return cls(path, mode, fd, header)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        """Flush (if writable) and unmap. Views you still hold keep their mapping alive."""
+        if self._closed:
+            return
+        try:
+            if self._mode == "r+":
+                self.flush()
+        finally:
+            self._closed = True
+            self._detach()
+            self._followers.forget()
+            if self._mode == "r+":
+                files.unlock(self._fd)
+            os.close(self._fd)
+
+    def __enter__(self) -> RecordStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Like a file object: records appended but never flushed are still published.
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self._path} is closed")
+
+    def _index(self, index: int) -> int:
+        if index.__class__ is not int:
+            index = operator.index(index)
+        i = index + self._count if index < 0 else index
+        if not 0 <= i < self._count:
+            raise IndexError(
+                f"record index {index} out of range for a store of {self._count} records"
+            )
+        return i
+
+    def _smiles_at(self, i: int) -> str:
+        offsets = self._offsets_fast if self._offsets_fast is not None else self._offsets
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        if not 0 <= start <= end <= self._heap_capacity:
+            raise CorruptStoreError(
+                f"{self._path}: string of record {i} spans [{start}, {end}), outside the heap"
+            )
+        base = self._heap_base
+        try:
+            return self._mm[base + start : base + end].decode()
+        except UnicodeDecodeError as exc:
+            raise CorruptStoreError(f"{self._path}: string of record {i} is not UTF-8") from exc
+
+    def smiles(self, index: int) -> str:
+        """The string of record ``index``."""
+        self._check_open()
+        return self._smiles_at(self._index(index))
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if self._closed:
+            self._check_open()
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(self._count))]
+        # The random-get hot path: _index, _smiles_at and _record inlined, as each call
+        # costs about a tenth of a get. Keep the checks in step with those methods.
+        if index.__class__ is not int:
+            index = operator.index(index)
+        n = self._count
+        i = index + n if index < 0 else index
+        if not 0 <= i < n:
+            raise IndexError(f"record index {index} out of range for a store of {n} records")
+        offsets = self._offsets_fast if self._offsets_fast is not None else self._offsets
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        if not 0 <= start <= end <= self._heap_capacity:
+            return self._record(i)  # raises the corruption error
+        try:
+            smiles = self._mm[self._heap_base + start : self._heap_base + end].decode()
+        except UnicodeDecodeError:
+            return self._record(i)  # raises the corruption error
+        return _new_tuple(Record, (smiles, self._rows[i].copy()))
+
+    def _record(self, i: int) -> Record:
+        # tuple.__new__ skips NamedTuple's Python-level __new__.
+        return _new_tuple(Record, (self._smiles_at(i), self._rows[i].copy()))
+
+    def __iter__(self) -> Iterator[Record]:
+        self._check_open()
+        for i in range(self._count):
+            yield self._record(i)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def column(self, name: str) -> np.ndarray:
+        """A zero-copy view of one field for all records; writable unless opened ``"r"``."""
+        self._check_open()
+        try:
+            k = self._field_index[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown field {name!r}; this store's fields are {list(self._fields)}"
+            ) from None
+        if self._mode == "c":
+            self._may_have_written = True
+        return self._matrix[k, : self._count]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The field names, in order."""
+        return self._fields
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def capacity(self) -> int:
+        """How many records fit before the file must grow."""
+        return self._layout.capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def nbytes(self) -> int:
+        """The file's size in bytes."""
+        return self._layout.file_size
+
+    @property
+    def sections(self) -> dict[str, tuple[int, int]]:
+        """Each section's (offset, size) in the file: "offsets", "heap", then the fields."""
+        names = ["offsets", "heap", *self._fields]
+        return dict(zip(names, self._layout.sections(), strict=True))
+
+    def advise(self, hint: str) -> None:
+        """Tell the kernel how this store's mapping will be read: "random", "sequential",
+        "willneed" or "normal" (``madvise``). "random" turns readahead off, so a page fault
+        reads just its page: touching one field then brings in that field's pages only.
+        """
+        self._check_open()
+        advice = {
+            "normal": "MADV_NORMAL",
+            "random": "MADV_RANDOM",
+            "sequential": "MADV_SEQUENTIAL",
+            "willneed": "MADV_WILLNEED",
+        }
+        if hint not in advice:
+            raise ValueError(f"hint must be one of {sorted(advice)}, got {hint!r}")
+        if not hasattr(mmap, advice[hint]):
+            raise OSError(f"madvise({advice[hint]}) is not available on {sys.platform}")
+        self._mm.madvise(getattr(mmap, advice[hint]))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"mode={self._mode!r}"
+        fields = ", ".join(self._fields)
+        return (
+            f"<RecordStore {str(self._path)!r} {state} count={self._count} "
+            f"capacity={self._layout.capacity} fields=[{fields}] "
+            f"size={self._layout.file_size:,} bytes>"
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._mode == "r":
+            raise ReadOnlyStoreError(
+                f"{self._path} is open read-only; open it with mode='r+' to write"
+            )
+
+    def append(self, smiles: str, values: Sequence[float] | np.ndarray) -> None:
+        """Add one record. For many records, ``extend`` is much faster."""
+        self.extend([(smiles, values)])
+
+    def extend(self, records: Iterable[tuple[str, Sequence[float] | np.ndarray]]) -> int:
+        """Add many ``(smiles, values)`` records, in batches; returns how many were added.
+
+        All or nothing: if any record is rejected, none of this call's records are added.
+        """
+        self._check_writable()
+        count, heap_used = self._count, self._heap_used
+        added = 0
+        iterator = iter(records)
+        try:
+            while batch := list(islice(iterator, _BATCH)):
+                self._append_batch(batch, first_index=added)
+                added += len(batch)
+        except BaseException:
+            # Data past the count is invisible: forgetting it undoes the earlier batches.
+            self._count, self._heap_used = count, heap_used
+            raise
+        return added
+
+    def _append_batch(self, batch: list, first_index: int) -> None:
+        encoded = []
+        for k, item in enumerate(batch):
+            try:
+                smiles, _ = item
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"record {first_index + k} must be a (smiles, values) pair, got {item!r:.80}"
+                ) from None
+            if not isinstance(smiles, str):
+                raise TypeError(f"record {first_index + k}: smiles must be str, got {smiles!r:.80}")
+            encoded.append(smiles.encode("utf-8"))
+        values = self._values_matrix([values for _, values in batch], first_index)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        n, heap_needed = len(batch), int(lengths.sum())
+        self._reserve(self._count + n, self._heap_used + heap_needed)
+        start, used = self._count, self._heap_used
+        # Data first; the header count that publishes it is written only by flush().
+        self._heap[used : used + heap_needed] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._offsets[start + 1 : start + n + 1] = used + np.cumsum(lengths)
+        self._matrix[:, start : start + n] = values.T
+        self._count += n
+        self._heap_used += heap_needed
+
+    def _values_matrix(self, rows: list, first_index: int) -> np.ndarray:
+        width = len(self._fields)
+        try:
+            values = np.asarray(rows, dtype=np.float64)
+        except (ValueError, TypeError):
+            values = None  # ragged or non-numeric: find the row to blame below
+        if values is not None and values.shape == (len(rows), width):
+            return values
+        checked = []
+        for k, row in enumerate(rows):
+            try:
+                row = np.asarray(row, dtype=np.float64)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"record {first_index + k}: values must be numbers ({exc})"
+                ) from None
+            if row.shape != (width,):
+                raise ValueError(
+                    f"record {first_index + k} has {row.size} values; "
+                    f"this store has {width} fields {list(self._fields)}"
+                )
+            checked.append(row)
+        return np.stack(checked) if checked else np.empty((0, width))
+
+    def _reserve(self, records: int, heap_bytes: int) -> None:
+        layout = self._layout
+        if records <= layout.capacity and heap_bytes <= layout.heap_capacity:
+            return
+        if self._mode == "c":
+            raise StoreError(
+                f"a copy-on-write store cannot grow past its capacity ({layout.capacity} "
+                "records); open it with mode='r+' to append more"
+            )
+
+        def grown(needed: int, current: int) -> int:
+            return current if needed <= current else max(needed, current * _GROWTH)
+
+        self._grow(grown(records, layout.capacity), grown(heap_bytes, layout.heap_capacity))
+
+    def _grow(self, capacity: int, heap_capacity: int) -> None:
+        """Copy the store into a bigger file, rename it into place and remap.
+
+        The new file's header publishes only what ``flush()`` committed; the records appended
+        since are copied too, and stay the writer's own until its next flush.
+        """
+        old = self._layout
+        alignment = max(old.alignment, ALIGNMENT)
+        layout = Layout(old.slot_size, alignment, capacity, heap_capacity, old.n_fields)
+        self._check_views_can_follow(layout)
+        n, used = self._count, self._heap_used
+        tmp, fd = files.new_temp(self._path, "growing")
+        try:
+            mm = _write_new_file(fd, tmp, layout, self._fields, self._sequence + 1, self._committed)
+            try:
+                mapped_array(mm, "<i8", layout.offsets_offset, (n + 1,))[:] = self._offsets[: n + 1]
+                mapped_array(mm, "u1", layout.heap_offset, (used,))[:] = self._heap[:used]
+                mapped_array(
+                    mm, "<f8", layout.first_column_offset, (old.n_fields, n), layout.column_stride
+                )[:] = self._matrix[:, :n]
+                mm.flush()
+            finally:
+                mm.close()
+            os.fsync(fd)
+            os.replace(tmp, self._path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        old_fd = self._fd
+        try:
+            files.fsync_dir(self._path)
+            self._switch(fd, read_header_of(fd, self._path))
+            self._count, self._heap_used = n, used
+        finally:
+            files.unlock(old_fd)
+            os.close(old_fd)
+
+    def flush(self) -> None:
+        """Make appended records and in-place changes durable, then publish the new count."""
+        self._check_open()
+        if self._mode != "r+":
+            return
+        self._mm.flush()
+        if self._count == self._committed:
+            return
+        self._sequence += 1
+        slot = encode_slot(self._layout, self._fields, self._sequence, self._count)
+        at = (self._sequence % 2) * self._layout.slot_size
+        self._mm[at : at + len(slot)] = slot
+        self._mm.flush(0, 2 * self._layout.slot_size)
+        self._committed = self._count
+
+    def refresh(self) -> int:
+        """Show records a writer has flushed since this reader opened; returns the new count.
+
+        Views taken earlier follow the store into the bigger file a writer's growth made. If
+        the path now holds a different store, ``StoreReplacedError`` is raised and this store
+        stays as it was. In mode ``"c"`` this raises once you have changed anything, since
+        your private pages would hide the writer's new data; open the store again instead.
+        """
+        self._check_open()
+        if self._mode == "r+":
+            return self._count
+        if self._mode == "c" and self._private_changes():
+            raise StoreError(
+                f"{self._path} is open copy-on-write and you have changed it: refreshing would "
+                "mix your private pages with the writer's new data. Open it again to see the "
+                "writer's records (your changes are dropped)"
+            )
+        try:
+            replaced = os.stat(self._path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            raise StoreReplacedError(f"{self._path} no longer exists") from None
+        if replaced:
+            self._follow_replacement()
+            return self._count
+        header = read_header_of(self._fd, self._path)
+        if header.layout != self._layout or header.fields != self._fields:
+            raise CorruptStoreError(f"{self._path} changed layout without being replaced")
+        self._heap_used = self._checked_offset(header.count)
+        self._count = self._committed = header.count
+        self._sequence = header.sequence
+        return self._count
+
+    def _follow_replacement(self) -> None:
+        fd = files.open_regular(self._path, writable=False)
+        try:
+            header = read_header_of(fd, self._path)
+            why = self._replacement(header)
+            if why is not None:
+                raise StoreReplacedError(
+                    f"{self._path} was replaced by a different store ({why}); "
+                    "open it again to read the new one"
+                )
+            self._check_views_can_follow(header.layout)
+        except BaseException:
+            os.close(fd)
+            raise
+        old_fd = self._fd
+        try:
+            self._switch(fd, header)
+        finally:
+            os.close(old_fd)
