@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmlab-installed
 ARGS ?=
 
-.PHONY: lab test lint format bench demo clean
+.PHONY: lab test torture lint format bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ lab: $(STAMP)
 
 test: $(STAMP) lint
 	MMLAB_QUICK=1 $(BIN)/python -m pytest $(ARGS)
+
+# The torture suite at full size (make test runs its quick version): under 15 minutes.
+torture: $(STAMP)
+	MMLAB_TORTURE=full $(BIN)/python -m pytest tests/torture $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
