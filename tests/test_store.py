@@ -439,3 +439,30 @@ def test_advise_random_reads_only_the_touched_field(tmp_path):
         with pytest.raises(ValueError, match="hint"):
             store.advise("backwards")
         del column
+
+
+def test_copy_on_write_refresh_follows_the_writer_while_unchanged(store_path):
+    with RecordStore.create(store_path, FIELDS, capacity=4) as writer:
+        writer.extend((smiles_of(i), value_row(i)) for i in range(2))
+        writer.flush()
+        with RecordStore.open(store_path, "c") as snapshot:
+            for stop in (4, 100):  # within capacity, then through a growth
+                writer.extend((smiles_of(i), value_row(i)) for i in range(len(writer), stop))
+                writer.flush()
+                assert snapshot.refresh() == stop
+                assert snapshot[stop - 1].values.tolist() == value_row(stop - 1)
+
+
+def test_copy_on_write_refresh_refuses_once_changed(store_path):
+    with RecordStore.create(store_path, FIELDS, capacity=1000) as writer:
+        writer.extend((smiles_of(i), value_row(i)) for i in range(10))
+        writer.flush()
+        with RecordStore.open(store_path, "c") as snapshot:
+            snapshot.column("mu")[0] = -1.0  # one private page
+            writer.extend((smiles_of(i), value_row(i)) for i in range(10, 110))
+            writer.flush()
+            with pytest.raises(StoreError, match="copy-on-write and you have changed it"):
+                snapshot.refresh()
+            assert len(snapshot) == 10 and snapshot.column("mu")[0] == -1.0
+    with RecordStore.open(store_path, "c") as reopened:
+        assert reopened.column("mu")[100] == 100.0  # never the stale private page
