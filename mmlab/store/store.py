@@ -51,13 +51,12 @@ from mmlab.store.errors import (
     StoreReplacedError,
 )
 from mmlab.store.format import ALIGNMENT, Header, Layout, check_fields, encode_slot, slot_size_for
-from mmlab.store.mapping import MappedFile, mapped_array, read_header_of
+from mmlab.store.mapping import MappedFile, read_header_of, write_new_file
 
 __all__ = ["Record", "RecordStore"]
 
 _DEFAULT_CAPACITY = 1024
 _HEAP_BYTES_PER_RECORD = 32  # initial heap guess; QM9 SMILES average about 15 bytes
-_GROWTH = 2
 _BATCH = 65536
 _new_tuple = tuple.__new__
 
@@ -67,18 +66,6 @@ class Record(NamedTuple):
 
     smiles: str
     values: np.ndarray
-
-
-def _write_new_file(
-    fd: int, path: Path, layout: Layout, fields: tuple[str, ...], sequence: int, count: int
-) -> mmap.mmap:
-    """Reserve the file's space, map it and write both header slots; the caller closes it."""
-    files.reserve(fd, layout.file_size, path, fresh=True)
-    mm = mmap.mmap(fd, layout.file_size, access=mmap.ACCESS_WRITE)
-    slot = encode_slot(layout, fields, sequence, count)
-    mm[: len(slot)] = slot
-    mm[len(slot) : 2 * len(slot)] = slot
-    return mm
 
 
 class RecordStore(MappedFile):
@@ -128,7 +115,7 @@ class RecordStore(MappedFile):
         # Built under a unique temporary name and published whole: no half store at the path.
         tmp, fd = files.new_temp(path, "creating")
         try:
-            _write_new_file(fd, tmp, layout, fields, sequence=1, count=0).close()
+            write_new_file(fd, tmp, layout, fields, sequence=1, count=0).close()
             os.fsync(fd)
             files.publish(tmp, path, overwrite=overwrite)
             files.fsync_dir(path)
@@ -418,59 +405,6 @@ class RecordStore(MappedFile):
             checked.append(row)
         return np.stack(checked) if checked else np.empty((0, width))
 
-    def _reserve(self, records: int, heap_bytes: int) -> None:
-        layout = self._layout
-        if records <= layout.capacity and heap_bytes <= layout.heap_capacity:
-            return
-        if self._mode == "c":
-            raise StoreError(
-                f"a copy-on-write store cannot grow past its capacity ({layout.capacity} "
-                "records); open it with mode='r+' to append more"
-            )
-
-        def grown(needed: int, current: int) -> int:
-            return current if needed <= current else max(needed, current * _GROWTH)
-
-        self._grow(grown(records, layout.capacity), grown(heap_bytes, layout.heap_capacity))
-
-    def _grow(self, capacity: int, heap_capacity: int) -> None:
-        """Copy the store into a bigger file, rename it into place and remap.
-
-        The new file's header publishes only what ``flush()`` committed; the records appended
-        since are copied too, and stay the writer's own until its next flush.
-        """
-        old = self._layout
-        alignment = max(old.alignment, ALIGNMENT)
-        layout = Layout(old.slot_size, alignment, capacity, heap_capacity, old.n_fields)
-        self._check_views_can_follow(layout)
-        n, used = self._count, self._heap_used
-        tmp, fd = files.new_temp(self._path, "growing")
-        try:
-            mm = _write_new_file(fd, tmp, layout, self._fields, self._sequence + 1, self._committed)
-            try:
-                mapped_array(mm, "<i8", layout.offsets_offset, (n + 1,))[:] = self._offsets[: n + 1]
-                mapped_array(mm, "u1", layout.heap_offset, (used,))[:] = self._heap[:used]
-                mapped_array(
-                    mm, "<f8", layout.first_column_offset, (old.n_fields, n), layout.column_stride
-                )[:] = self._matrix[:, :n]
-                mm.flush()
-            finally:
-                mm.close()
-            os.fsync(fd)
-            os.replace(tmp, self._path)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        old_fd = self._fd
-        try:
-            files.fsync_dir(self._path)
-            self._switch(fd, read_header_of(fd, self._path))
-            self._count, self._heap_used = n, used
-        finally:
-            files.unlock(old_fd)
-            os.close(old_fd)
-
     def flush(self) -> None:
         """Make appended records and in-place changes durable, then publish the new count."""
         self._check_open()
@@ -517,23 +451,3 @@ class RecordStore(MappedFile):
         self._count = self._committed = header.count
         self._sequence = header.sequence
         return self._count
-
-    def _follow_replacement(self) -> None:
-        fd = files.open_regular(self._path, writable=False)
-        try:
-            header = read_header_of(fd, self._path)
-            why = self._replacement(header)
-            if why is not None:
-                raise StoreReplacedError(
-                    f"{self._path} was replaced by a different store ({why}); "
-                    "open it again to read the new one"
-                )
-            self._check_views_can_follow(header.layout)
-        except BaseException:
-            os.close(fd)
-            raise
-        old_fd = self._fd
-        try:
-            self._switch(fd, header)
-        finally:
-            os.close(old_fd)
