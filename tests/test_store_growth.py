@@ -74,10 +74,11 @@ def test_close_unmaps_everything_no_view_holds(store_path):
     view = store.column("mu")
     for stop in (10, 100, 1000):
         store.extend(_records(len(store), stop))
+    late = store.column("U0")
     store.close()
-    assert _mappings_of(store_path) > 0  # the view keeps its pages mapped
-    assert view[:2].tolist() == [0.0, 1.0]
-    del view
+    assert _mappings_of(store_path) > 0  # the views keep their pages mapped
+    assert view[:2].tolist() == [0.0, 1.0] and late[999] == -1998.0
+    del view, late
     gc.collect()
     assert _mappings_of(store_path) == 0
 
@@ -174,3 +175,24 @@ def test_a_store_aligned_below_the_page_size_still_grows(store_path):
 def test_new_stores_align_sections_for_any_common_page_size(store_path):
     with RecordStore.create(store_path, FIELDS) as store:
         assert all(offset % 65536 == 0 for offset, _ in store.sections.values())
+
+
+def test_a_failed_remap_after_growth_closes_the_store_cleanly(store_path, monkeypatch):
+    from mmlab.store import remap
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "mmap(MAP_FIXED) failed: Cannot allocate memory")
+
+    store = RecordStore.create(store_path, FIELDS, capacity=2)
+    store.extend(_records(0, 2))
+    store.flush()
+    view = store.column("mu")
+    fds = _open_fds()
+    monkeypatch.setattr(remap, "map_over", refuse)
+    with pytest.raises(StoreError, match="open the store again"):
+        store.extend(_records(2, 10))
+    assert store.closed and _open_fds() == fds - 1  # the old file's descriptor is closed too
+    assert view[1] == 1.0  # still mapped, not a crash
+    monkeypatch.undo()
+    with RecordStore.open(store_path, "r+") as reopened:  # and the lock was released
+        assert [r.smiles for r in reopened] == [smiles_of(0), smiles_of(1)]

@@ -10,6 +10,7 @@ the store as it was.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sys
@@ -105,7 +106,7 @@ class MappedFile:
         if self._offsets_fast is not None:
             self._offsets_fast.release()
         old = self._mm
-        del self._offsets, self._matrix, self._rows, self._heap, self._offsets_fast
+        del self._offsets, self._matrix, self._rows, self._heap, self._offsets_fast, self._mm
         try:
             old.close()
         except BufferError:
@@ -158,8 +159,9 @@ class MappedFile:
                 "the move re-aligns the store so that views follow it from then on"
             )
 
-    def _switch(self, fd: int, header: Header) -> None:
-        """Map ``fd`` (a bigger copy of the store) and re-point every held view at it.
+    def _switch(self, fd: int, header: Header | None = None) -> None:
+        """Map ``fd`` (a bigger copy of the store, whose header is ``header`` or is read from
+        it) and re-point every held view at it.
 
         If that fails the store is closed: the file on disk is complete, reopen it.
         """
@@ -169,12 +171,14 @@ class MappedFile:
             self._followers.retire(old, old_layout)
         self._fd = fd
         try:
-            self._attach(header)
+            self._attach(header or read_header_of(fd, self._path))
             self._followers.repoint(
-                fd, header.layout, writable=self._mode != "r", private=self._mode == "c"
+                fd, self._layout, writable=self._mode != "r", private=self._mode == "c"
             )
         except BaseException as exc:
             self._closed = True
+            if hasattr(self, "_offsets"):  # mapped: the mapping holds a descriptor of its own
+                self._detach()
             self._followers.forget()
             os.close(fd)
             raise StoreError(
@@ -242,7 +246,8 @@ class MappedFile:
                 )[:] = self._matrix[:, :n]
                 mm.flush()
             finally:
-                mm.close()
+                with contextlib.suppress(BufferError):  # never hide the error that got us here
+                    mm.close()
             os.fsync(fd)
             os.replace(tmp, self._path)
         except BaseException:
@@ -251,12 +256,12 @@ class MappedFile:
             raise
         old_fd = self._fd
         try:
-            files.fsync_dir(self._path)
-            self._switch(fd, read_header_of(fd, self._path))
+            self._switch(fd)
             self._count, self._heap_used = n, used
         finally:
             files.unlock(old_fd)
             os.close(old_fd)
+        files.fsync_dir(self._path)
 
     def _follow_replacement(self) -> None:
         fd = files.open_regular(self._path, writable=False)
