@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 import sys
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _TEMP_KINDS = ("creating", "growing")
+_TOKEN_BYTES = 6
 _STALE_CREATE_SECONDS = 60  # an unlocked ".creating" file this old belongs to a dead process
 
 
@@ -51,7 +53,8 @@ def pread(fd: int, n: int, offset: int) -> bytes:
 
 def open_regular(path: Path, writable: bool) -> int:
     """Open ``path`` for a store; a directory, FIFO, socket or device is refused at once."""
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_NONBLOCK", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # a FIFO would block this open forever
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | nonblocking
     try:
         fd = os.open(path, flags)
     except IsADirectoryError:
@@ -62,7 +65,7 @@ def open_regular(path: Path, writable: bool) -> int:
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(f"{path} is a directory, not a store")
         raise NotAStoreError(f"{path} is not a regular file, so it cannot be a record store")
-    if hasattr(os, "set_blocking"):
+    if nonblocking:
         os.set_blocking(fd, True)
     return fd
 
@@ -145,7 +148,7 @@ def reserve(fd: int, size: int, path: Path, *, fresh: bool) -> None:
 def new_temp(path: Path, kind: str) -> tuple[Path, int]:
     """A new, empty, locked file beside ``path`` under a name no other process uses."""
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.{kind}")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(_TOKEN_BYTES)}.{kind}")
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             break
@@ -167,14 +170,15 @@ def remove_stale_temps(path: Path) -> None:
     Call it holding the store's writer lock: then no one else can be growing this store. A
     ``.creating`` file is stale when no process holds its lock and it is old.
     """
-    prefix = f".{path.name}."
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.(\w+)")
     try:
         names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        kind = name.rsplit(".", 1)[-1]
-        if not name.startswith(prefix) or kind not in _TEMP_KINDS:
+        match = ours.fullmatch(name)
+        kind = match and match.group(1)
+        if kind not in _TEMP_KINDS:
             continue
         tmp = path.parent / name
         try:
