@@ -13,6 +13,7 @@ from mmlab import CorruptStoreError, NotAStoreError, RecordStore, UnsupportedVer
 from mmlab.store.format import (
     ALIGNMENT,
     BODY,
+    MAX_SEQUENCE,
     PREFIX,
     Layout,
     encode_slot,
@@ -115,3 +116,30 @@ def test_flush_after_a_huge_sequence_number_cannot_overflow(filled):
     filled.write_bytes(bytes(data))
     with pytest.raises(CorruptStoreError, match="sequence number"):
         RecordStore.open(filled, "r+")
+
+
+def test_a_store_at_the_last_sequence_number_reads_but_refuses_a_writer(filled):
+    with RecordStore.open(filled, "r+") as store:
+        slot_size, newest = store._layout.slot_size, store._sequence % 2
+    data = bytearray(filled.read_bytes())
+    for k, sequence in ((newest, MAX_SEQUENCE), (1 - newest, MAX_SEQUENCE - 1)):
+        at = k * slot_size
+        data[at : at + slot_size] = _with_body(data[at : at + slot_size], sequence=sequence)
+    filled.write_bytes(bytes(data))
+    with RecordStore.open(filled) as store:
+        assert len(store) == 100
+    with pytest.raises(CorruptStoreError, match="cannot commit"):
+        RecordStore.open(filled, "r+")
+
+
+@pytest.mark.parametrize("name", [b"\xff" * 10, b"", b"mu"])
+def test_field_names_a_store_could_not_write_back_are_damage(name):
+    fields = ("mu", "x")  # the second name is replaced by ``name``
+    slot = bytearray(encode_slot(Layout(LAYOUT.slot_size, ALIGNMENT, 10, 320, 2), fields, 1, 0))
+    at = PREFIX.size + BODY.size + 4 * 16 + 2 + len("mu")
+    raw = struct.pack("<H", len(name)) + name
+    slot[at : at + len(raw)] = raw
+    slot[-4:] = struct.pack("<I", zlib.crc32(slot[:-4]))
+    layout = Layout(LAYOUT.slot_size, ALIGNMENT, 10, 320, 2)
+    with pytest.raises(CorruptStoreError, match="field name"):
+        _header_of(_file([bytes(slot), bytes(slot)], layout))

@@ -107,20 +107,21 @@ def _free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _no_space(path: Path, size: int, how: str) -> NoSpaceError:
-    free = _free_bytes(path)
+def _no_space(store: Path, size: int, how: str) -> NoSpaceError:
+    free = _free_bytes(store)
     free_text = "an unknown number of" if free is None else f"{free:,}"
     return NoSpaceError(
-        f"no space left for {path}: the store needs {size:,} bytes on disk, "
+        f"no space left on the disk of {store}: the store needs a file of {size:,} bytes, "
         f"{free_text} bytes are free ({how}); nothing was lost, free some space and retry"
     )
 
 
-def reserve(fd: int, size: int, path: Path, *, fresh: bool) -> None:
+def reserve(fd: int, size: int, store: Path, *, fresh: bool) -> None:
     """Give the file ``size`` bytes with every block allocated, or raise ``NoSpaceError``.
 
-    ``fresh`` says the file holds nothing yet: where the filesystem cannot preallocate, the
-    space is then reserved by writing zeros. An existing file is never written here.
+    ``store`` is the store's path, for the error. ``fresh`` says the file holds nothing yet:
+    where the filesystem cannot preallocate, the space is then reserved by writing zeros, and
+    a failure gives back what was allocated. An existing file is never written here.
     """
     try:
         os.posix_fallocate(fd, 0, size)
@@ -129,7 +130,9 @@ def reserve(fd: int, size: int, path: Path, *, fresh: bool) -> None:
         reason = f"{sys.platform} has no posix_fallocate"
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _no_space(path, size, "posix_fallocate") from None
+            if fresh:
+                os.ftruncate(fd, 0)  # a failed fallocate may have kept part of its blocks
+            raise _no_space(store, size, "posix_fallocate") from None
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise
         reason = f"this filesystem cannot preallocate ({os.strerror(exc.errno)})"
@@ -141,7 +144,8 @@ def reserve(fd: int, size: int, path: Path, *, fresh: bool) -> None:
             os.pwrite(fd, zeros[: size - at], at)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _no_space(path, size, f"{reason}, so zeros were written") from None
+            os.ftruncate(fd, 0)
+            raise _no_space(store, size, f"{reason}, so zeros were written") from None
         raise
 
 

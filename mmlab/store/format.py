@@ -44,6 +44,7 @@ __all__ = [
     "align_up",
     "check_fields",
     "encode_slot",
+    "next_sequence",
     "read_header",
     "slot_size_for",
 ]
@@ -179,8 +180,20 @@ def encode_slot(layout: Layout, fields: Sequence[str], sequence: int, count: int
     for name in fields:
         raw = name.encode()
         parts += [struct.pack("<H", len(raw)), raw]
-    body = b"".join(parts).ljust(layout.slot_size - CRC.size, b"\0")
+    body = b"".join(parts)
+    if len(body) > layout.slot_size - CRC.size:
+        raise StoreError(f"the header needs {len(body)} bytes, more than its slot's")
+    body = body.ljust(layout.slot_size - CRC.size, b"\0")
     return body + CRC.pack(zlib.crc32(body))
+
+
+def next_sequence(sequence: int) -> int:
+    """The sequence number of the commit after ``sequence``; an error if none may follow."""
+    if sequence >= MAX_SEQUENCE:
+        raise CorruptStoreError(
+            f"commit sequence number {sequence} is impossibly large: the store cannot commit"
+        )
+    return sequence + 1
 
 
 def _decode_body(slot: bytes, file_size: int) -> Header:
@@ -214,9 +227,15 @@ def _decode_body(slot: bytes, file_size: int) -> Header:
         raw = body[pos + 2 : pos + 2 + length]
         if len(raw) != length:
             raise CorruptStoreError("field names run past the header")
-        fields.append(raw.decode("utf-8", errors="replace"))
+        try:
+            fields.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"field name {raw[:20]!r} is not UTF-8") from None
         pos += 2 + length
-    return Header(layout, tuple(fields), sequence, count)
+    try:
+        return Header(layout, check_fields(fields), sequence, count)
+    except ValueError as exc:
+        raise CorruptStoreError(f"field names in the header are invalid: {exc}") from None
 
 
 def _read_slot(read_at: Callable[[int, int], bytes], at: int, file_size: int) -> Header:

@@ -20,7 +20,7 @@ import numpy as np
 
 from mmlab.store import files, remap
 from mmlab.store.errors import CorruptStoreError, StoreError, StoreReplacedError
-from mmlab.store.format import ALIGNMENT, Header, Layout, encode_slot, read_header
+from mmlab.store.format import ALIGNMENT, Header, Layout, encode_slot, next_sequence, read_header
 
 __all__ = ["MappedFile", "mapped_array", "read_header_of", "write_new_file"]
 
@@ -54,10 +54,13 @@ def mapped_array(
 
 
 def write_new_file(
-    fd: int, path: Path, layout: Layout, fields: tuple[str, ...], sequence: int, count: int
+    fd: int, store: Path, layout: Layout, fields: tuple[str, ...], sequence: int, count: int
 ) -> mmap.mmap:
-    """Reserve the file's space, map it and write both header slots; the caller closes it."""
-    files.reserve(fd, layout.file_size, path, fresh=True)
+    """Reserve a new file's space, map it and write both header slots; the caller closes it.
+
+    ``store`` is the path the file is for, named in a ``NoSpaceError``.
+    """
+    files.reserve(fd, layout.file_size, store, fresh=True)
     mm = mmap.mmap(fd, layout.file_size, access=mmap.ACCESS_WRITE)
     slot = encode_slot(layout, fields, sequence, count)
     mm[: len(slot)] = slot
@@ -237,7 +240,8 @@ class MappedFile:
         n, used = self._count, self._heap_used
         tmp, fd = files.new_temp(self._path, "growing")
         try:
-            mm = write_new_file(fd, tmp, layout, self._fields, self._sequence + 1, self._committed)
+            sequence = next_sequence(self._sequence)
+            mm = write_new_file(fd, self._path, layout, self._fields, sequence, self._committed)
             try:
                 mapped_array(mm, "<i8", layout.offsets_offset, (n + 1,))[:] = self._offsets[: n + 1]
                 mapped_array(mm, "u1", layout.heap_offset, (used,))[:] = self._heap[:used]

@@ -50,7 +50,15 @@ from mmlab.store.errors import (
     StoreError,
     StoreReplacedError,
 )
-from mmlab.store.format import ALIGNMENT, Header, Layout, check_fields, encode_slot, slot_size_for
+from mmlab.store.format import (
+    ALIGNMENT,
+    Header,
+    Layout,
+    check_fields,
+    encode_slot,
+    next_sequence,
+    slot_size_for,
+)
 from mmlab.store.mapping import MappedFile, read_header_of, write_new_file
 
 __all__ = ["Record", "RecordStore"]
@@ -115,7 +123,7 @@ class RecordStore(MappedFile):
         # Built under a unique temporary name and published whole: no half store at the path.
         tmp, fd = files.new_temp(path, "creating")
         try:
-            write_new_file(fd, tmp, layout, fields, sequence=1, count=0).close()
+            write_new_file(fd, path, layout, fields, sequence=1, count=0).close()
             os.fsync(fd)
             files.publish(tmp, path, overwrite=overwrite)
             files.fsync_dir(path)
@@ -149,6 +157,7 @@ class RecordStore(MappedFile):
         try:
             header = read_header_of(fd, path)
             if mode == "r+":
+                next_sequence(header.sequence)  # a writer must be able to commit
                 files.reserve(fd, header.layout.file_size, path, fresh=False)
                 files.remove_stale_temps(path)
             return cls(path, mode, fd, header)
@@ -413,7 +422,7 @@ class RecordStore(MappedFile):
         self._mm.flush()
         if self._count == self._committed:
             return
-        self._sequence += 1
+        self._sequence = next_sequence(self._sequence)
         slot = encode_slot(self._layout, self._fields, self._sequence, self._count)
         at = (self._sequence % 2) * self._layout.slot_size
         self._mm[at : at + len(slot)] = slot
