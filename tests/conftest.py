@@ -77,3 +77,16 @@ def run_in_child(fn, *args, timeout: float = 60.0) -> None:
         pytest.fail(f"{fn.__name__} was killed by {signal.Signals(os.WTERMSIG(status)).name}")
     if output != b"ok":
         pytest.fail(f"{fn.__name__} failed in the child:\n{output.decode()}")
+
+
+@pytest.fixture
+def report(capsys):
+    """Print one ``torture: ...`` line past pytest's capture: what a torture test tried and
+    what it found, shown in every run."""
+    import sys
+
+    def emit(text: str) -> None:
+        with capsys.disabled():
+            print(f"\ntorture: {text}", file=sys.stderr)
+
+    return emit

@@ -466,3 +466,32 @@ def test_copy_on_write_refresh_refuses_once_changed(store_path):
             assert len(snapshot) == 10 and snapshot.column("mu")[0] == -1.0
     with RecordStore.open(store_path, "c") as reopened:
         assert reopened.column("mu")[100] == 100.0  # never the stale private page
+
+
+def test_refresh_during_a_writers_commits_never_goes_back(store_path, monkeypatch):
+    from mmlab.store import files
+
+    writer = RecordStore.create(store_path, ["x"])
+    for value in (0.0, 1.0):
+        writer.append("C", [value])
+        writer.flush()  # commits alternate between header slots 0 and 1
+    reader = RecordStore.open(store_path)
+    real_pread, slot = files.pread, 4096
+    raced = {}
+
+    def racing_pread(fd, n, offset):
+        data = real_pread(fd, n, offset)
+        if (offset, n) == (0, slot) and not raced:  # the reader has read slot 0 only
+            raced["old slot 1"] = real_pread(fd, slot, slot)
+            for value in (2.0, 3.0):  # the writer commits twice meanwhile
+                writer.append("C", [value])
+                writer.flush()
+        elif (offset, n) == (slot, slot) and len(raced) == 1:  # slot 1 half copied
+            raced["torn"] = True
+            data = data[: slot // 2] + raced["old slot 1"][slot // 2 :]
+        return data
+
+    monkeypatch.setattr(files, "pread", racing_pread)
+    assert reader.refresh() == 4 and reader[3].values[0] == 3.0
+    reader.close()
+    writer.close()

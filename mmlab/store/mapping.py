@@ -14,24 +14,61 @@ import contextlib
 import mmap
 import os
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from mmlab.store import files, remap
-from mmlab.store.errors import CorruptStoreError, StoreError, StoreReplacedError
+from mmlab.store.errors import (
+    CorruptStoreError,
+    StoreError,
+    StoreReplacedError,
+    TruncatedStoreError,
+)
 from mmlab.store.format import ALIGNMENT, Header, Layout, encode_slot, next_sequence, read_header
 
 __all__ = ["MappedFile", "mapped_array", "read_header_of", "write_new_file"]
 
 _ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
 _FAST_OFFSETS = sys.byteorder == "little"
+_HEADER_READS = 50  # attempts to read a header that a writer is committing meanwhile
 _GROWTH = 2  # each growth doubles the capacity that ran out
 
 
-def read_header_of(fd: int, path: Path) -> Header:
-    """Read and check a store file's current header with pread, before anything is mapped."""
-    return read_header(lambda at, n: files.pread(fd, n, at), os.fstat(fd).st_size, path)
+def _read_and_keep(fd: int, reads: list[bytes], at: int, n: int) -> bytes:
+    reads.append(files.pread(fd, n, at))
+    return reads[-1]
+
+
+def read_header_of(fd: int, path: Path, *, seen: int = 0) -> Header:
+    """Read and check a store file's current header with pread, before anything is mapped.
+
+    A live writer may commit between our reads of the two slots, or while we read one, so a
+    header that fails its checksum, or is older than the commit ``seen`` already, is read
+    again. Only the same bytes read twice make it an error: then it is damage, not a race.
+    """
+    size = os.fstat(fd).st_size
+    last: list[bytes] | None = None
+    for attempt in range(_HEADER_READS):
+        reads: list[bytes] = []
+        try:
+            header = read_header(partial(_read_and_keep, fd, reads), size, path)
+            if header.sequence >= seen:
+                return header
+            problem: StoreError = CorruptStoreError(
+                f"{path}: its newest commit went back from {seen} to {header.sequence}"
+            )
+        except TruncatedStoreError:
+            raise  # a writer never changes the size of the file it writes
+        except CorruptStoreError as exc:
+            problem = exc
+        if reads == last:
+            break
+        last = reads
+        time.sleep(attempt * 1e-4)  # let a writer that was descheduled mid-commit finish
+    raise problem
 
 
 def mapped_array(

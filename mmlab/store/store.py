@@ -453,7 +453,7 @@ class RecordStore(MappedFile):
         if replaced:
             self._follow_replacement()
             return self._count
-        header = read_header_of(self._fd, self._path)
+        header = read_header_of(self._fd, self._path, seen=self._sequence)
         if header.layout != self._layout or header.fields != self._fields:
             raise CorruptStoreError(f"{self._path} changed layout without being replaced")
         self._heap_used = self._checked_offset(header.count)

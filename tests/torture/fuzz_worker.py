@@ -31,6 +31,7 @@ import struct
 import sys
 import tempfile
 import traceback
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from mmlab.store import format as fmt
 
 ACCEPTABLE = (StoreError, IndexError, KeyError)
 APPENDED = "C1=CC=CC=C1→⚗"
+PROGRESS_SIZE = 1024  # bytes: the progress file is rewritten in place, always this long
 
 # Where each header field sits in a slot (format.PREFIX, then format.BODY), and its width.
 SLOT_FIELDS = {
@@ -118,11 +120,12 @@ def _make_grown(path: Path) -> None:
 
 
 def _make_wide(path: Path) -> None:
-    # Long names fill half the header slot: names that decode longer than they are stored
-    # (invalid UTF-8 becomes U+FFFD, three bytes) can then overflow it.
-    names = [f"{k}" + "é" * 127 for k in range(6)] + ["a" * 255, "b"]
+    # Fourteen names of 254 bytes fill 3,910 of the slot's 4,096 bytes: a name that decodes
+    # longer than it is stored (each invalid UTF-8 byte becomes U+FFFD, three bytes) then
+    # no longer fits when the header is written again.
+    names = [f"{k:02}" + "é" * 126 for k in range(14)]
     with RecordStore.create(path, names, capacity=8) as store:
-        store.extend((_smiles(i), [float(i)] * len(names)) for i in range(3))
+        store.extend((_smiles(i), [i + k / 16 for k in range(len(names))]) for i in range(3))
 
 
 SEED_MAKERS = {
@@ -146,9 +149,10 @@ def build_seeds(directory: Path) -> list[Seed]:
         offsets_at = sections["offsets"][0]
         (heap_used,) = struct.unpack_from("<q", data, offsets_at + 8 * count)
         seed = Seed(name, data, fields, count, sections, heap_used)
-        # The offsets above are this test's reading of format.py: check it still holds.
-        assert seed.slot_field(0, "slot size") == seed.slot_size, "format changed"
-        assert count in (seed.slot_field(0, "count"), seed.slot_field(1, "count")), "format"
+        # SLOT_FIELDS is this test's reading of format.py: check that it still holds.
+        changed = "the header layout changed: update SLOT_FIELDS from format.py"
+        assert seed.slot_field(0, "slot size") == seed.slot_size, changed
+        assert count in (seed.slot_field(0, "count"), seed.slot_field(1, "count")), changed
         seeds.append(seed)
     return seeds
 
@@ -270,6 +274,8 @@ def _encode_slot_raw(
 
 
 def _mutated_names(rng: random.Random, names: list[bytes]) -> tuple[list[bytes], str]:
+    if not names:
+        return [b"extra"], "names: one more"
     how = rng.choice(["invalid UTF-8", "empty", "duplicate", "longest", "one fewer", "one more"])
     k = rng.randrange(len(names))
     if how == "invalid UTF-8":
@@ -289,33 +295,332 @@ def _mutated_names(rng: random.Random, names: list[bytes]) -> tuple[list[bytes],
 
 def reencoded_headers(rng: random.Random, data: bytearray, seed: Seed) -> str:
     """Whole slots that are consistent (checksum, section table) but claim something else."""
-    slot_size = seed.slot_size
-    capacity, heap_capacity = seed.slot_field(0, "capacity"), seed.slot_field(0, "heap capacity")
-    alignment, count = seed.slot_field(0, "alignment"), seed.count
-    sequence = max(seed.slot_field(0, "sequence"), seed.slot_field(1, "sequence"))
-    names = [name.encode() for name in seed.fields]
-    changes = []
+    claims = {
+        "capacity": seed.slot_field(0, "capacity"),
+        "heap capacity": seed.slot_field(0, "heap capacity"),
+        "alignment": seed.slot_field(0, "alignment"),
+        "count": seed.count,
+        "sequence": max(seed.slot_field(0, "sequence"), seed.slot_field(1, "sequence")),
+    }
+    # Evaluated when picked, so that a count can follow a capacity changed just before.
+    pickers: dict[str, Callable[[], int]] = {
+        "capacity": lambda: rng.choice(
+            [0, 1, seed.count, seed.count + 1, len(data) // 8, 2 * claims["capacity"]]
+        ),
+        "heap capacity": lambda: rng.choice(
+            [0, max(seed.heap_used - 1, 0), seed.heap_used, 2**40, 2**63]
+        ),
+        "alignment": lambda: 1 << rng.randint(3, 20),
+        "count": lambda: rng.choice(
+            [0, seed.count + 1, claims["capacity"], claims["capacity"] + 1, 2**64 - 1]
+        ),
+        "sequence": lambda: rng.choice(
+            [0, claims["sequence"] + 1, fmt.MAX_SEQUENCE, fmt.MAX_SEQUENCE + 1, 2**64 - 1]
+        ),
+    }
+    names, changes = [name.encode() for name in seed.fields], []
     for _ in range(rng.randint(1, 3)):
-        what = rng.choice(["capacity", "heap capacity", "alignment", "count", "sequence", "names"])
-        if what == "capacity":
-            capacity = rng.choice([0, 1, count, count + 1, len(data) // 8, capacity * 2])
-        elif what == "heap capacity":
-            heap_capacity = rng.choice([0, seed.heap_used - 1, seed.heap_used, 2**40, 2**63])
-        elif what == "alignment":
-            alignment = 1 << rng.randint(3, 20)
-        elif what == "count":
-            count = rng.choice([0, count - 1, count + 1, capacity, capacity + 1, 2**64 - 1])
-        elif what == "sequence":
-            sequence = rng.choice([0, sequence + 1, fmt.MAX_SEQUENCE, fmt.MAX_SEQUENCE + 1])
-        else:
+        what = rng.choice([*pickers, "names"])
+        if what == "names":
             names, how = _mutated_names(rng, names)
             changes.append(how)
-            continue
-        changes.append(f"{what} := {locals()[what.replace(' ', '_')]}")
-    count, heap_capacity = max(count, 0), max(heap_capacity, 0)
-    layout = fmt.Layout(slot_size, alignment, capacity, min(heap_capacity, 2**64 - 1), len(names))
+        else:
+            claims[what] = min(pickers[what](), 2**64 - 1)  # what the header's field holds
+            changes.append(f"{what} := {claims[what]}")
+    layout = fmt.Layout(
+        seed.slot_size, claims["alignment"], claims["capacity"], claims["heap capacity"], len(names)
+    )
+    slot = _encode_slot_raw(layout, names, claims["sequence"], claims["count"], seed.slot_size)
     slots = _pick_slots(rng)
-    slot = _encode_slot_raw(layout, names, sequence, min(count, 2**64 - 1), slot_size)
     for k in slots:
-        data[k * slot_size : (k + 1) * slot_size] = slot
+        data[k * seed.slot_size : (k + 1) * seed.slot_size] = slot
     return f"slots {slots} {', '.join(changes)}"
+
+
+def offsets_damage(rng: random.Random, data: bytearray, seed: Seed) -> str:
+    """String offsets that are negative, past the heap, out of order, or bit-flipped."""
+    offsets_at, size = seed.sections["offsets"]
+    heap_capacity = seed.sections["heap"][1]
+    changes = []
+    for _ in range(rng.randint(1, 3)):
+        # Mostly the entries in use (count + 1 of them), sometimes any entry.
+        entries = seed.count + 1 if rng.random() < 0.8 else size // 8
+        k = rng.randrange(entries)
+        at = offsets_at + 8 * k
+        (current,) = struct.unpack_from("<q", data, at)
+        how = rng.choice(["value", "swap", "bit flip"])
+        if how == "swap" and k + 1 < size // 8:
+            data[at : at + 16] = data[at + 8 : at + 16] + data[at : at + 8]
+            changes.append(f"swap {k} and {k + 1}")
+            continue
+        if how == "bit flip":
+            value = current ^ (1 << rng.randrange(64))
+        else:
+            edges = [-1, -(2**63), current - 1, current + 1, heap_capacity, heap_capacity + 1]
+            value = rng.choice([*edges, 2**63 - 1, 2**31, rng.getrandbits(63)])
+        value = (value + 2**63) % 2**64 - 2**63  # wrapped into int64, as the file holds it
+        struct.pack_into("<q", data, at, value)
+        changes.append(f"offset {k} := {value}")
+    return ", ".join(changes)
+
+
+def heap_damage(rng: random.Random, data: bytearray, seed: Seed) -> str:
+    """Invalid UTF-8 or flipped bits in the strings."""
+    heap_at = seed.sections["heap"][0]
+    changes = []
+    for _ in range(rng.randint(1, 3)):
+        at = heap_at + rng.randrange(max(seed.heap_used, 1))
+        if rng.random() < 0.5:
+            raw = rng.choice(INVALID_UTF8)
+            data[at : at + len(raw)] = raw
+            changes.append(f"{at}:{raw.hex()}")
+        else:
+            bit = rng.randrange(8)
+            data[at] ^= 1 << bit
+            changes.append(f"bit {at}.{bit}")
+    return ", ".join(changes)
+
+
+def truncations(rng: random.Random, data: bytearray, seed: Seed) -> str:
+    """Cut the file anywhere: in a header, at or near a section boundary, or near its end."""
+    boundaries = [at + d for at, _ in seed.sections.values() for d in (-8, -1, 0, 1, 8)]
+    length = rng.choice(
+        [
+            rng.randrange(len(data)),
+            rng.randrange(2 * seed.slot_size + fmt.PREFIX.size),
+            rng.choice(boundaries),
+            len(data) - rng.randint(1, 4096),
+        ]
+    )
+    original = len(data)
+    del data[length:]
+    return f"to {length} of {original} bytes"
+
+
+def garbage_tails(rng: random.Random, data: bytearray, seed: Seed) -> str:
+    """Bytes past the end: noise, zeros, or copies of a header slot (a second magic)."""
+    n = rng.choice([1, 7, 4096, 65536, rng.randint(1, 1 << 18)])
+    kind = rng.choice(["random", "zeros", "header copies"])
+    if kind == "random":
+        tail = rng.randbytes(n)
+    elif kind == "zeros":
+        tail = bytes(n)
+    else:
+        tail = (data[: seed.slot_size] * (n // seed.slot_size + 1))[:n]
+    data += tail
+    return f"{n} bytes of {kind}"
+
+
+MUTATIONS: dict[str, Callable[[random.Random, bytearray, Seed], str]] = {
+    "header bit flips": header_bit_flips,
+    "header byte overwrites": header_byte_overwrites,
+    "re-checksummed bit flips": rechecksummed_bit_flips,
+    "re-checksummed byte overwrites": rechecksummed_byte_overwrites,
+    "re-checksummed field values": rechecksummed_fields,
+    "re-encoded headers": reencoded_headers,
+    "offsets damage": offsets_damage,
+    "heap damage": heap_damage,
+    "truncations": truncations,
+    "garbage tails": garbage_tails,
+}
+
+
+def stacked(rng: random.Random, data: bytearray, seed: Seed) -> str:
+    """Two or three mutations at once: a damaged header over damaged strings, say."""
+    steps = []
+    kinds = rng.sample(sorted(set(MUTATIONS) - {"stacked"}), rng.randint(2, 3))
+    # Those that change the file's length go last: the others write at fixed offsets.
+    kinds.sort(key=lambda kind: kind in ("truncations", "garbage tails"))
+    for kind in kinds:
+        steps.append(f"{kind} ({MUTATIONS[kind](rng, data, seed)})")
+    return "; ".join(steps)
+
+
+MUTATIONS["stacked"] = stacked
+
+
+def mutant(fuzz_seed: int, case: int, seeds: list[Seed]) -> tuple[str, bytes, str]:
+    """Case ``case``'s mutation kind, bytes and description: a function of its arguments."""
+    rng = random.Random(f"{fuzz_seed}:{case}")
+    seed = rng.choice(seeds)
+    kind = rng.choice(sorted(MUTATIONS))
+    data = bytearray(seed.data)
+    text = MUTATIONS[kind](rng, data, seed)
+    return kind, bytes(data), f"{kind} of seed store {seed.name!r}: {text}"
+
+
+# -- using a mutant ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one case did: how each open went, the store's errors, and anything unacceptable."""
+
+    opened: dict[str, str] = field(default_factory=dict)  # mode: "opened", or the error's type
+    errors: Counter[str] = field(default_factory=Counter)  # acceptable errors after opening
+    bad: list[str] = field(default_factory=list)  # tracebacks of unacceptable exceptions
+    lost: list[str] = field(default_factory=list)  # writes the store lost
+
+    def attempt(self, what: str, call: Callable[..., object], *args: object) -> bool:
+        """Call ``call(*args)``; True if it returned, False if it raised (and record that)."""
+        try:
+            call(*args)
+        except ACCEPTABLE as exc:
+            self.errors[type(exc).__name__] += 1
+            return False
+        except Exception:
+            self.bad.append(f"{what}:\n{traceback.format_exc()}")
+            return False
+        return True
+
+
+def _open(path: Path, mode: str, outcome: Outcome) -> RecordStore | None:
+    try:
+        store = RecordStore.open(path, mode)
+    except ACCEPTABLE as exc:
+        outcome.opened[mode] = type(exc).__name__
+        return None
+    except Exception as exc:
+        outcome.opened[mode] = type(exc).__name__
+        outcome.bad.append(f"RecordStore.open(path, {mode!r}):\n{traceback.format_exc()}")
+        return None
+    outcome.opened[mode] = "opened"
+    return store
+
+
+def _read_everything(store: RecordStore, outcome: Outcome) -> None:
+    for i in range(len(store)):
+        outcome.attempt(f"store[{i}]", store.__getitem__, i)
+        outcome.attempt(f"store.smiles({i})", store.smiles, i)
+    outcome.attempt("list(store)", list, store)
+    for name in store.fields:
+        # tobytes() reads every value, so a column mapped past the file's end would fault.
+        outcome.attempt(f"column({name!r})", lambda name=name: store.column(name).tobytes())
+    outcome.attempt("refresh()", store.refresh)
+    outcome.attempt("repr(store)", repr, store)
+
+
+def _read_session(path: Path, outcome: Outcome) -> None:
+    store = _open(path, "r", outcome)
+    if store is not None:
+        _read_everything(store, outcome)
+        outcome.attempt("close()", store.close)
+
+
+def _write_session(path: Path, outcome: Outcome) -> None:
+    """Read everything, append a record and flush; then check that the file kept it."""
+    store = _open(path, "r+", outcome)
+    if store is None:
+        return
+    _read_everything(store, outcome)
+    values = [0.25] * len(store.fields)
+    wrote = outcome.attempt("append()", store.append, APPENDED, values)
+    wrote = outcome.attempt("flush()", store.flush) and wrote
+    expected = len(store)
+    wrote = outcome.attempt("close()", store.close) and wrote
+    try:
+        again = RecordStore.open(path)
+    except ACCEPTABLE as exc:
+        outcome.lost.append(f"it opened for writing, but not after the write session: {exc!r}")
+        return
+    except Exception:
+        outcome.bad.append(f"reopening after the write session:\n{traceback.format_exc()}")
+        return
+    with again:
+        if wrote and not _holds_appended(again, expected):
+            outcome.lost.append(
+                f"append() and flush() succeeded, but the store reopens with {len(again)} "
+                f"records (expected {expected}), the last not the one appended"
+            )
+
+
+def _holds_appended(store: RecordStore, expected: int) -> bool:
+    """Whether ``store`` has ``expected`` records, the last one the record the test appended."""
+    if len(store) != expected:
+        return False
+    try:
+        return store.smiles(-1) == APPENDED
+    except ACCEPTABLE:
+        return False
+
+
+def run_case(data: bytes, workdir: Path) -> Outcome:
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.iterdir():  # a growth's temporary files, if one failed midway
+        stale.unlink()
+    path = workdir / "case.mms"
+    path.write_bytes(data)
+    outcome = Outcome()
+    _read_session(path, outcome)
+    _write_session(path, outcome)
+    return outcome
+
+
+# -- running a range of cases ------------------------------------------------------------
+
+
+def work(fuzz_seed: int, cases: range, workdir: Path, progress: Path, results: Path) -> None:
+    """Run ``cases``, telling the parent each case before it starts and each outcome after.
+
+    Both go straight to the files with ``os.write`` (no buffer), so when this process dies the
+    parent still learns which case killed it and every outcome before that.
+    """
+    seeds = build_seeds(workdir / "seeds")
+    progress_fd = os.open(progress, os.O_WRONLY | os.O_CREAT, 0o644)
+    results_fd = os.open(results, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for case in cases:
+        kind, data, description = mutant(fuzz_seed, case, seeds)
+        # One fixed-size write, so the parent never reads half an old and half a new line.
+        line = f"{case} {description}"[:PROGRESS_SIZE].ljust(PROGRESS_SIZE)
+        os.pwrite(progress_fd, line.encode("ascii", "replace"), 0)
+        outcome = run_case(data, workdir / "case")
+        record = {
+            "case": case,
+            "kind": kind,
+            "opened": outcome.opened,
+            "errors": outcome.errors,
+            "bad": outcome.bad,
+            "lost": outcome.lost,
+        }
+        if outcome.bad or outcome.lost:
+            record["mutation"] = description
+        os.write(results_fd, (json.dumps(record) + "\n").encode())
+    os.close(progress_fd)
+    os.close(results_fd)
+
+
+def replay(fuzz_seed: int, case: int, workdir: Path) -> int:
+    """Run one case and say what happened; the mutant stays in ``workdir`` to look at."""
+    _, data, description = mutant(fuzz_seed, case, build_seeds(workdir / "seeds"))
+    print(f"case {case} of fuzz seed {fuzz_seed}: {description}")
+    outcome = run_case(data, workdir / "case")
+    print(f"opened: {outcome.opened}; store errors after opening: {dict(outcome.errors)}")
+    for text in outcome.bad + outcome.lost:
+        print(f"\nFAILURE: {text}")
+    print(f"\nthe mutant: {workdir / 'case' / 'case.mms'} (after the write session)")
+    return 1 if outcome.bad or outcome.lost else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, required=True, help="the fuzz seed")
+    parser.add_argument("--case", type=int, help="replay this one case and report it")
+    parser.add_argument("--first", type=int, help="first case of the range to run")
+    parser.add_argument("--stop", type=int, help="end of the range (exclusive)")
+    parser.add_argument("--dir", type=Path, help="scratch directory (default: a new one)")
+    parser.add_argument("--progress", type=Path, help="file naming the case in progress")
+    parser.add_argument("--results", type=Path, help="file to append outcomes to, as JSON")
+    args = parser.parse_args(argv)
+    # On SIGSEGV, SIGBUS or the parent's SIGABRT for a hang, print where Python was to
+    # stderr: the parent shows it.
+    faulthandler.enable()
+    warnings.simplefilter("error")  # as the test suite's filterwarnings = error
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="mmlab-fuzz-"))
+    if args.case is not None:
+        return replay(args.seed, args.case, workdir)
+    work(args.seed, range(args.first, args.stop), workdir, args.progress, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
