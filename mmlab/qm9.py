@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from mmlab.store import RecordStore, StoreError
+from mmlab.store import RecordStore, StoreError, files
 
 __all__ = [
     "FIELDS",
@@ -210,7 +210,7 @@ def _cached_qm9pack() -> Path:
     )
     with RecordStore.create(building, FIELDS, capacity=QM9_MOLECULES, overwrite=True) as store:
         store.extend((m.smiles, _to_pyg(m.raw)) for m in molecules)
-    os.replace(building, cache)
+    files.publish(building, cache, overwrite=True)
     return cache
 
 
@@ -303,7 +303,7 @@ def to_store(
     try:
         with RecordStore.create(building, FIELDS, capacity=max(total, 1), overwrite=True) as store:
             store.extend(molecules)
-        os.replace(building, path)
+        files.publish(building, path, overwrite=True)  # refuses a store a writer holds
     finally:
         building.unlink(missing_ok=True)
     return RecordStore.open(path)

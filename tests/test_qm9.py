@@ -8,7 +8,7 @@ import socket
 import numpy as np
 import pytest
 
-from mmlab import RecordStore, qm9
+from mmlab import RecordStore, StoreLockedError, qm9
 
 CH4 = [0.0, 13.21, -10.5499, 3.1865, 13.7363, 35.3641, 1.2177, -1101.4878, -1101.4098,
        -1101.3840, -1102.0229, 6.469, -17.1722, -17.2868, -17.3897, -16.1519, 157.7118,
@@ -184,4 +184,14 @@ def test_a_failed_to_store_keeps_the_old_store(tmp_path):
         qm9.to_store(path, source="pyg", root=tmp_path / "empty")
     with RecordStore.open(path) as store:
         assert len(store) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qm9.mms"]
+
+
+def test_to_store_never_replaces_a_store_a_writer_holds(tmp_path):
+    path = tmp_path / "qm9.mms"
+    qm9.to_store(path, source="qm9pack", limit=3).close()
+    with RecordStore.open(path, "r+") as writer:
+        with pytest.raises(StoreLockedError):
+            qm9.to_store(path, source="qm9pack", limit=5)
+        assert len(writer) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qm9.mms"]
