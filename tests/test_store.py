@@ -495,3 +495,17 @@ def test_refresh_during_a_writers_commits_never_goes_back(store_path, monkeypatc
     assert reader.refresh() == 4 and reader[3].values[0] == 3.0
     reader.close()
     writer.close()
+
+
+def test_a_store_that_fails_to_open_leaves_no_descriptor_or_mapping(filled):
+    with RecordStore.open(filled) as store:
+        offsets_at, _ = store.sections["offsets"]
+        count = len(store)
+    _write_at(filled, offsets_at + 8 * count, struct.pack("<q", -5))  # the heap's end
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(CorruptStoreError, match="outside the heap") as caught:
+        RecordStore.open(filled)
+    assert caught.tb is not None  # a kept traceback (a notebook keeps the last) frees nothing
+    assert len(os.listdir("/proc/self/fd")) == fds
+    with open("/proc/self/maps") as maps:
+        assert filled.name not in maps.read()

@@ -89,7 +89,12 @@ class RecordStore(MappedFile):
         self._followers = remap.Followers()
         self._may_have_written = False  # mode "c", where the OS cannot say
         self._closed = True  # until attached: a failed open must not be closed again by __del__
-        self._attach(header)
+        try:
+            self._attach(header)
+        except BaseException:
+            if hasattr(self, "_offsets"):  # mapped, then found damage: unmap now, not at GC
+                self._detach()
+            raise
         self._closed = False
 
     # -- opening and closing ------------------------------------------------------------
