@@ -30,12 +30,12 @@ import subprocess
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Pipe
 from pathlib import Path
 
+import children
 import numpy as np
 import pytest
 from budget import size
@@ -324,31 +324,12 @@ class ChildEnd:
     signal: str | None = None  # the signal that killed it
 
 
-def _fork() -> int:
-    # numpy's BLAS threads make Python 3.12+ warn that a forked child may deadlock. The child
-    # never calls BLAS and leaves with os._exit; if it hung anyway, its deadline kills it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
-def _reap(pid: int, deadline: float) -> int:
-    """The wait status of ``pid``, killed once ``deadline`` has passed."""
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
-
-
 def run_in_child(
     scenario: Callable[[Path, Shape], Counts], directory: Path, shape: Shape
 ) -> ChildEnd:
     """Run ``scenario`` in a forked child; a signal that kills it is reported, not suffered."""
     results, sender = Pipe(duplex=False)
-    pid = _fork()
+    pid = children.fork()
     if pid == 0:
         try:
             results.close()
@@ -370,7 +351,7 @@ def run_in_child(
         end.failure = "died before reporting"
     finally:
         results.close()
-        status = _reap(pid, time.monotonic() + grace)
+        status = children.reap(pid, time.monotonic() + grace)
     if os.WIFSIGNALED(status):
         end.signal = signal.Signals(os.WTERMSIG(status)).name
     return end

@@ -28,7 +28,6 @@ import random
 import signal
 import time
 import traceback
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, NoReturn
 
+import children
 from budget import size
 
 from mmlab import RecordStore, StoreError
@@ -133,25 +133,6 @@ class Outcome:
     detail: Any = None  # what a winner's contender yielded, or the exception's traceback
 
 
-def _fork() -> int:
-    # numpy's BLAS threads make Python 3.12+ warn that a forked child may deadlock. The child
-    # never calls BLAS and leaves with os._exit; if it hung anyway, its deadline kills it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
-def _reap(pid: int, deadline: float) -> int:
-    """The wait status of ``pid``, killed once ``deadline`` has passed."""
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.001)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
-
-
 def _contend(
     contender: Contender,
     i: int,
@@ -197,7 +178,7 @@ class Race:
         try:
             for i in range(self._n):
                 results, sender = Pipe(duplex=False)
-                pid = _fork()
+                pid = children.fork()
                 if pid == 0:
                     _contend(self._contender, i, start, release, self._test_ends, sender)
                 sender.close()
@@ -231,7 +212,7 @@ class Race:
                 late.append(report)
             del self._children[pid]
             results.close()
-            status = _reap(pid, self._deadline)
+            status = children.reap(pid, self._deadline)
             if os.WIFSIGNALED(status):
                 late.append(Outcome("killed", signal.Signals(os.WTERMSIG(status)).name))
             elif os.WEXITSTATUS(status):
@@ -252,7 +233,7 @@ class Race:
             self._close_test_end(fd)
         for pid, results in self._children.items():
             results.close()
-            _reap(pid, self._deadline)
+            children.reap(pid, self._deadline)
         self._children.clear()
 
 
