@@ -1,11 +1,14 @@
-"""read() against mmap, measured on the same bytes under the same instruments.
+"""read() against mmap, measured on the same bytes, in interleaved rounds.
 
 ``read_vs_mmap`` reads one file in blocks by five methods: ``read()`` into new bytes,
-``readinto()`` a preallocated buffer, ``os.pread``, slicing an ``mmap``, and summing a
-``numpy.memmap``. Each run is timed inside ``measure()``, so beside GB/s the table shows
-page faults, bytes fetched from storage and the page-cache change. A cold run evicts the file
-first. A large in-memory copy measured in the same run gives the machine's memory bandwidth,
-so every figure can be read as a fraction of that limit.
+``readinto()`` a preallocated buffer, ``os.pread``, slicing an ``mmap``, and summing the
+blocks of a ``numpy.memmap`` in place (``"np.frombuffer(mmap) sum"``, the same over an
+``mmap`` this module maps, can be added). A large in-memory copy is the reference. Each
+round runs every method once and the copy once, in rotating order (``mmlab.bench.compare``),
+so a slow spell of a shared machine slows all of them alike; the table gives the median of
+the rounds with its interquartile range, each method's speed as a multiple of the copy in
+the same round, and, per method, page faults, bytes fetched from storage and the page-cache
+change. A cold run evicts the file before every call.
 
 After timing, each method reads the blocks once more and checksums them (untimed): every
 method must see the same bytes.
@@ -13,36 +16,60 @@ method must see the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import mmap
 import os
-import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mmlab import pagecache
-from mmlab.measure import Measurement, format_count, measure
+from mmlab.compare import (
+    DEFAULT_REPEATS,
+    MIN_STABLE_REPEATS,
+    QUICK_REPEATS,
+    BenchResult,
+    Row,
+    Spread,
+    compare,
+    default_repeats,
+)
 
 __all__ = [
+    "DEFAULT_REPEATS",
+    "EXTRA_METHODS",
     "METHODS",
+    "MIN_STABLE_REPEATS",
     "PATTERNS",
+    "QUICK_REPEATS",
+    "REFERENCE",
     "BenchResult",
+    "Row",
+    "Spread",
     "access_order",
+    "compare",
+    "default_repeats",
     "mapped",
     "memory_bandwidth",
+    "memory_copy",
+    "plot_sweep",
     "read_vs_mmap",
     "sample_file",
+    "sweep_summary",
     "touch_pages",
 ]
 
 PATTERNS = ("sequential", "random", "strided")
 
 METHODS = ("read", "readinto", "pread", "mmap slice", "numpy.memmap sum")
+# np.frombuffer over an mmap.mmap: what numpy.memmap does inside, but madvise applies to it.
+EXTRA_METHODS = ("np.frombuffer(mmap) sum",)
+REFERENCE = "memory copy"
 _MADVICE = {
     None: None,
     "random": "MADV_RANDOM",
@@ -52,16 +79,28 @@ _MADVICE = {
 }
 
 
-def memory_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 3) -> float:
-    """Bytes per second of a large in-memory copy (best of ``repeats``): the machine's limit."""
+def memory_copy(nbytes: int = 256 * 2**20) -> Callable[[], None]:
+    """A callable that copies ``nbytes`` from one preallocated array to another.
+
+    The reference of ``read_vs_mmap``: it reads and writes every byte in main memory. Both
+    arrays are allocated and touched here, so no call pays their page faults.
+    """
     source = np.ones(nbytes, dtype=np.uint8)
-    target = np.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    target = source.copy()
+
+    def copy() -> None:
         np.copyto(target, source)
-        best = min(best, time.perf_counter() - start)
-    return nbytes / best
+
+    return copy
+
+
+def memory_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Bytes per second of a large in-memory copy: the median of ``repeats`` copies.
+
+    For the spread as well: ``compare({"copy": memory_copy(n)}, nbytes=n)["copy"].rate``.
+    """
+    result = compare({REFERENCE: memory_copy(nbytes)}, repeats, nbytes=nbytes)
+    return result[REFERENCE].rate.median
 
 
 def sample_file(path: str | os.PathLike[str], nbytes: int, seed: int = 0) -> Path:
@@ -172,12 +211,20 @@ def _runner(method: str, path: Path, blocks, madvise: str | None) -> Callable[[C
             with mapped(path, madvise) as mm:
                 for offset, length in blocks:
                     sink(mm[offset : offset + length])
-        else:
+        elif method == "numpy.memmap sum":
+            array = np.memmap(path, dtype=np.uint8, mode="r")
+            if madvise in ("random", "sequential", "willneed"):
+                # numpy maps the file itself; its mmap object is where a hint can go
+                array._mmap.madvise(getattr(mmap, _MADVICE[madvise]))
+            for offset, length in blocks:
+                sink(array[offset : offset + length], reduce=True)
+            del array  # the last reference: unmapped now, so an eviction can drop the pages
+        else:  # "np.frombuffer(mmap) sum"
             with mapped(path, madvise) as mm:
-                words = np.frombuffer(mm, dtype=np.uint8)
+                array = np.frombuffer(mm, dtype=np.uint8)
                 for offset, length in blocks:
-                    sink(words[offset : offset + length], reduce=True)
-                del words
+                    sink(array[offset : offset + length], reduce=True)
+                del array
 
     return run
 
@@ -191,95 +238,25 @@ def _touch(block, reduce: bool = False) -> None:
         block[words:].sum(dtype=np.uint64)
 
 
-@dataclass
-class BenchResult:
-    """The table of a ``read_vs_mmap`` run: one row per method, plus the bandwidth reference."""
-
-    path: Path
-    size: int
-    pattern: str
-    block_size: int
-    cache: str
-    madvise: str | None
-    bandwidth: float  # bytes per second of an in-memory copy, this run
-    rows: list[dict]
-
-    def table(self) -> str:
-        head = (
-            f"{'method':<18}{'GB/s':>8}{'of copy':>9}{'minor':>9}{'major':>7}"
-            f"{'storage MiB':>13}{'cached pages':>16}  checksum"
-        )
-        lines = [head]
-        for r in self.rows:
-            lines.append(
-                f"{r['method']:<18}{r['gb_s']:>8.2f}{r['fraction_of_copy']:>8.0%} "
-                f"{format_count(r['minor_faults']):>8}{format_count(r['major_faults']):>7}"
-                f"{_mib(r['storage_bytes']):>13}{r['cached_pages_delta']:>+16,}"
-                f"  {r['checksum']:08x}"
-            )
-        lines.append(f"{'memory copy':<18}{self.bandwidth / 1e9:>8.2f}{'100%':>9}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return (
-            f"<read_vs_mmap {self.path.name}: {self.size / 2**20:,.0f} MiB, {self.pattern}, "
-            f"{self.block_size:,} B blocks, {self.cache} cache, madvise={self.madvise}>\n"
-            + self.table()
-        )
-
-    def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><td>{r['method']}</td><td>{r['gb_s']:.2f}</td><td>{r['fraction_of_copy']:.0%}"
-            f"</td><td>{format_count(r['minor_faults'])}</td><td>{format_count(r['major_faults'])}</td>"
-            f"<td>{_mib(r['storage_bytes'])}</td><td>{r['cached_pages_delta']:+,}</td>"
-            f"<td><code>{r['checksum']:08x}</code></td></tr>"
-            for r in self.rows
-        )
-        head = (
-            "<tr><th>method</th><th>GB/s</th><th>of copy</th><th>minor faults</th>"
-            "<th>major faults</th><th>storage MiB</th><th>cached pages</th><th>checksum</th></tr>"
-        )
-        caption = (
-            f"{self.size / 2**20:,.0f} MiB, {self.pattern}, {self.block_size:,} B blocks, "
-            f"{self.cache} cache; memory copy {self.bandwidth / 1e9:.2f} GB/s"
-        )
-        return f"<table><caption>{caption}</caption>{head}{cells}</table>"
-
-    def plot(self, ax=None):
-        """Bar chart of GB/s per method, with the memory-copy reference as a line."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        names = [r["method"] for r in self.rows]
-        ax.barh(names, [r["gb_s"] for r in self.rows], color="#1f77b4")
-        ax.axvline(self.bandwidth / 1e9, color="#d62728", linestyle="--", label="memory copy")
-        ax.invert_yaxis()
-        ax.set_xlabel("GB/s")
-        ax.set_title(f"{self.pattern}, {self.block_size // 1024} KiB blocks, {self.cache} cache")
-        ax.legend(loc="lower right", fontsize=8)
-        return ax
-
-
-def _mib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**20:,.1f}"
-
-
 def read_vs_mmap(
     path: str | os.PathLike[str],
     pattern: str = "sequential",
     block_size: int = 64 * 1024,
     cache: str = "warm",
-    repeats: int = 3,
+    repeats: int | None = None,
     madvise: str | None = None,
     methods: tuple[str, ...] = METHODS,
     seed: int = 0,
+    copy_bytes: int = 256 * 2**20,
 ) -> BenchResult:
-    """Time reading ``path`` by each method; best of ``repeats`` runs, same blocks for all.
+    """Race the ``methods`` reading ``path`` in the same blocks, in interleaved rounds.
 
-    ``pattern``: "sequential" or "random" (every block once, shuffled). ``cache``: "warm"
-    (the file is read once first) or "cold" (evicted before every run). ``madvise`` applies
-    to the mmap methods: "random", "sequential", "willneed" or "populate" (MAP_POPULATE).
+    Each of ``repeats`` rounds (default 7, 3 in quick mode) runs every method once and a
+    ``copy_bytes`` memory copy (the reference) once. ``pattern``: "sequential" or "random"
+    (every block once, shuffled). ``cache``: "warm" (one untimed round first) or "cold" (the
+    file is evicted before every call). ``madvise`` applies to the methods that map the file:
+    "random", "sequential", "willneed" or "populate" (MAP_POPULATE, which numpy.memmap cannot
+    do). ``methods`` may add ``EXTRA_METHODS``. Returns the table, a ``BenchResult``.
     """
     path = Path(path)
     if pattern not in ("sequential", "random"):
@@ -288,11 +265,13 @@ def read_vs_mmap(
         raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
     if madvise not in _MADVICE:
         raise ValueError(f"madvise must be one of {list(_MADVICE)}, got {madvise!r}")
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    if block_size < 1 or repeats < 1:
-        raise ValueError("block_size and repeats must be positive")
+    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    if unknown or not methods:
+        raise ValueError(
+            f"unknown methods {sorted(unknown)}; choose from {METHODS + EXTRA_METHODS}"
+        )
+    if block_size < 1 or copy_bytes < 1 or (repeats is not None and repeats < 1):
+        raise ValueError("block_size, copy_bytes and repeats must be positive")
     size = path.stat().st_size
     if size == 0:
         raise ValueError(f"{path} is empty: nothing to read")
@@ -303,44 +282,174 @@ def read_vs_mmap(
             stacklevel=2,
         )
     blocks = _blocks(size, block_size, pattern, seed)
-    bandwidth = memory_bandwidth()
-    rows = []
-    for method in methods:
-        run = _runner(method, path, blocks, madvise)
-        best: Measurement | None = None
-        for _ in range(repeats):
-            if cache == "cold":
-                _evict_quietly(path)
-            else:
-                run(_touch)
-            with measure(method, file=path) as m:
-                run(_touch)
-            if best is None or m.wall_s < best.wall_s:
-                best = m
-        crc = [0]
+    runs = {method: _runner(method, path, blocks, madvise) for method in methods}
+    funcs = {method: functools.partial(run, _touch) for method, run in runs.items()}
+    funcs[REFERENCE] = memory_copy(copy_bytes)
+    stayed = [0]  # the most pages an eviction left in the cache
 
-        def checksum(block, reduce: bool = False, crc=crc) -> None:
-            crc[0] = (crc[0] + zlib.crc32(block)) & 0xFFFFFFFF
+    def evict(name: str) -> None:
+        if name != REFERENCE:
+            stayed[0] = max(stayed[0], _evict_quietly(path))
 
-        run(checksum)
-        gb_s = size / best.wall_s / 1e9
-        rows.append(
-            {
-                "method": method,
-                "seconds": best.wall_s,
-                "gb_s": gb_s,
-                "fraction_of_copy": gb_s * 1e9 / bandwidth,
-                "minor_faults": best.minor_faults,
-                "major_faults": best.major_faults,
-                "storage_bytes": best.read_bytes,
-                "cached_pages_delta": best.cached_pages_delta,
-                "checksum": crc[0],
-            }
+    result = compare(
+        funcs,
+        repeats,
+        setup=evict if cache == "cold" else None,
+        warmup=0 if cache == "cold" else 1,
+        reference=REFERENCE,
+        nbytes={**dict.fromkeys(methods, size), REFERENCE: copy_bytes},
+        file=path,
+        title=(
+            f"{path.name}: {size / 2**20:,.0f} MiB, {pattern}, {_size(block_size)} blocks, "
+            f"{cache} cache" + (f", madvise={madvise}" if madvise else "")
+        ),
+    )
+    checksums = {method: _checksum(run) for method, run in runs.items()}
+    result.rows = [dataclasses.replace(row, checksum=checksums[row.name]) for row in result]
+    result.params = {
+        "path": path,
+        "size": size,
+        "pattern": pattern,
+        "block_size": block_size,
+        "cache": cache,
+        "madvise": madvise,
+        "copy_bytes": copy_bytes,
+    }
+    result.notes.append(f"{REFERENCE}: {copy_bytes / 2**20:,.0f} MiB from one array to another")
+    if stayed[0]:
+        result.notes.append(
+            f"eviction left up to {stayed[0]:,} pages cached: the cold runs were partly warm"
         )
-    return BenchResult(path, size, pattern, block_size, cache, madvise, bandwidth, rows)
+    if madvise == "populate" and {"numpy.memmap sum"} & set(methods):
+        result.notes.append("numpy.memmap sum: numpy maps the file itself, without MAP_POPULATE")
+    return result
 
 
-def _evict_quietly(path: Path) -> None:
+def _size(nbytes: int) -> str:
+    return f"{nbytes // 1024:,} KiB" if nbytes % 1024 == 0 else f"{nbytes:,} B"
+
+
+def _checksum(run: Callable[[Callable], None]) -> int:
+    crc = 0
+
+    def sink(block, reduce: bool = False) -> None:
+        nonlocal crc
+        crc = (crc + zlib.crc32(block)) & 0xFFFFFFFF
+
+    run(sink)
+    return crc
+
+
+def plot_sweep(results: Mapping[int, BenchResult], ax=None, title: str = ""):
+    """GB/s by block size: each method's median with its IQR, the reference's IQR as a band.
+
+    ``results`` maps block size in bytes to the ``read_vs_mmap`` result of that size.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    sizes = sorted(results)
+    if not sizes:
+        ax.set_title(title)
+        return ax
+    kib = np.array(sizes) / 1024
+    for name in results[sizes[0]].names:
+        spreads = [results[size][name].rate.scaled(1e-9) for size in sizes]
+        medians = np.array([s.median for s in spreads])
+        errors = [medians - [s.q1 for s in spreads], [s.q3 for s in spreads] - medians]
+        ax.errorbar(kib, medians, yerr=errors, marker="o", capsize=3, label=name)
+    reference = [results[size].reference.rate.scaled(1e-9) for size in sizes]
+    low, high = [s.q1 for s in reference], [s.q3 for s in reference]
+    band = kib
+    if len(sizes) == 1:  # a band needs two points: widen the one block size a little
+        band, low, high = [kib[0] / 1.5, kib[0] * 1.5], [low[0]] * 2, [high[0]] * 2
+    ax.fill_between(band, low, high, color="0.5", alpha=0.3, label=f"{REFERENCE}, IQR")
+    ax.set(xscale="log", yscale="log", xlabel="block (KiB)", ylabel="GB/s", title=title)
+    ax.set_xticks(kib, [f"{k:g}" for k in kib])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log_labels(ax.yaxis)
+    return ax
+
+
+def _plain_log_labels(axis) -> None:
+    """Label the log ticks matplotlib would label, written 0.5 and 20 rather than 5e-01."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain(labelOnlyBase=False))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+
+
+def sweep_summary(results: Mapping[tuple[str, str, int], BenchResult]) -> str:
+    """One line per (pattern, cache, block size): who won, by how much, and what it cost.
+
+    Every comparison is per round (medians of ratios, [IQR]), with whether it is clear.
+    """
+    lines = []
+    for (pattern, cache, block), r in results.items():
+        best = r.fastest()
+        line = (
+            f"{cache} {pattern} {block // 1024:,} KiB: fastest {best.name}, "
+            f"{best.rate.scaled(1e-9).text('.2f', ' GB/s')}"
+        )
+        others = [row for row in r if row is not best]
+        if others:
+            second = max(others, key=lambda row: row.rate.median)
+            lead = r.relative(best.name, second.name).verdict(above="ahead", below="behind")
+            line += f"; against {second.name}: {lead}"
+        copy = best.of_reference.verdict(above="faster", below="slower")
+        ratio = best.of_reference.text(".2f", "x")
+        lines.append(f"{line}; {ratio} the speed of {REFERENCE}: {copy}")
+        if {"read", "mmap slice"} <= set(r.names):
+            ratio = r.relative("mmap slice", "read")
+            verdict = ratio.verdict(above="mmap faster", below="read faster")
+            lines.append(f"    mmap slice / read: {ratio.text('.2f', 'x')}: {verdict}")
+        faults = ", ".join(
+            f"{row.name} {_count(row.major_faults)}/{_mib(row.storage_bytes)}" for row in r
+        )
+        lines.append(f"    per call, major faults/MiB from storage: {faults}")
+    lines += _block_size_lines(results)
+    return "\n".join(lines)
+
+
+def _block_size_lines(results: Mapping[tuple[str, str, int], BenchResult]) -> list[str]:
+    """Per situation, each method's speed with the smallest blocks against the largest."""
+    lines = []
+    situations = dict.fromkeys((pattern, cache) for pattern, cache, _ in results)
+    for pattern, cache in situations:
+        sizes = sorted(b for p, c, b in results if (p, c) == (pattern, cache))
+        if len(sizes) < 2:
+            continue
+        small, large = results[pattern, cache, sizes[0]], results[pattern, cache, sizes[-1]]
+        ratios = ", ".join(
+            f"{row.name} {row.rate.median / large[row.name].rate.median:.2f}x" for row in small
+        )
+        lines.append(
+            f"{cache} {pattern}, {sizes[0] // 1024:,} KiB blocks against {sizes[-1] // 1024:,} "
+            f"KiB (ratio of medians): {ratios}"
+        )
+    return lines
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _evict_quietly(path: Path) -> int:
+    """Evict the file; returns how many pages stayed (the result notes it, once).
+
+    Where the kernel hides the file's page cache from this process the count is unknown;
+    ``measure(file=...)`` then refuses the run with the reason, so 0 is never reported.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pagecache.EvictionWarning)
-        pagecache.evict(path)
+        return pagecache.evict(path).resident_after or 0

@@ -1,4 +1,5 @@
-"""The ``mmlab`` command: inspect a store, read or double records, build QM9, run the demo."""
+"""The ``mmlab`` command: inspect a store, read or double records, build QM9, run the demo,
+and ``doctor``: what on this machine decides the numbers the labs show."""
 
 from __future__ import annotations
 
@@ -124,6 +125,15 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"(blog layout flushes after {flushes}; the store flushes once)")
 
 
+def _doctor(args: argparse.Namespace) -> None:
+    import json
+
+    from mmlab import machine
+
+    report = machine.report(args.path)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmlab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", help="where to put the two files (default: a temp folder)")
     demo.set_defaults(run=_demo)
+    doctor = commands.add_parser(
+        "doctor", help="what on this machine decides the numbers each lab shows, and why"
+    )
+    doctor.add_argument(
+        "path",
+        nargs="?",
+        help="a file or folder whose file system to examine (default: notebooks/data, "
+        "else the current directory); a 32 MiB probe file is written there and removed",
+    )
+    doctor.add_argument("--json", action="store_true", help="every fact as JSON, with sources")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

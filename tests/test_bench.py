@@ -1,12 +1,21 @@
-"""read_vs_mmap: every method reads the same bytes, and the table carries the instruments."""
+"""bench: interleaved comparisons with medians and spread, and the read() vs mmap race.
+
+No speed targets: the statistics are checked on a fake clock, the race on what it measured
+(same bytes, every counter present) and on the order in which the calls ran.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
+import numpy as np
 import pytest
 
 from mmlab import bench
+from mmlab.measure import Measurement
+
+SMALL_COPY = 2**20  # the memory-copy reference, kept small in tests
 
 
 @pytest.fixture
@@ -14,6 +23,208 @@ def data_file(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(os.urandom(3 * 2**20 + 12345))
     return path
+
+
+@pytest.fixture
+def agg():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+class FakeClock:
+    """A clock that only moves when a callable says how long it took."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def takes(self, *durations: float):
+        """A callable that takes durations[0] on its first call, durations[1] next, ..."""
+        remaining = list(durations)
+
+        def run() -> None:
+            self.now += remaining.pop(0)
+
+        return run
+
+
+def assert_interleaved(order, names, rounds):
+    """Every round runs each name once, rounds in sequence, each rotated by one."""
+    assert len(order) == len(names) * rounds
+    for r in range(rounds):
+        block = order[r * len(names) : (r + 1) * len(names)]
+        assert [round_ for round_, _ in block] == [r] * len(names)
+        ran = [name for _, name in block]
+        assert sorted(ran) == sorted(names)
+        k = r % len(names)
+        assert ran == names[k:] + names[:k]
+
+
+def bar_container(ax):
+    from matplotlib.container import BarContainer
+
+    return next(c for c in ax.containers if isinstance(c, BarContainer))
+
+
+# compare(): the order of the calls
+
+
+def test_compare_interleaves_and_sets_up_every_call():
+    log = []
+    funcs = {name: (lambda name=name: log.append(("run", name))) for name in "abc"}
+    result = bench.compare(
+        funcs, repeats=4, warmup=1, setup=lambda name: log.append(("setup", name))
+    )
+    assert_interleaved(result.order, ["a", "b", "c"], 4)
+    # warm-up round first (untimed, not in order), then each timed call right after its setup
+    assert log[:6] == [(step, name) for name in "abc" for step in ("setup", "run")]
+    timed = log[6:]
+    assert timed[0::2] == [("setup", name) for _, name in result.order]
+    assert timed[1::2] == [("run", name) for _, name in result.order]
+
+
+def test_setup_may_take_no_argument():
+    calls = []
+    result = bench.compare(
+        {"a": lambda: None, "b": lambda: None},
+        repeats=3,
+        warmup=0,
+        setup=lambda: calls.append(1),
+    )
+    assert len(calls) == len(result.order) == 6
+
+
+# compare(): the statistics, on a fake clock
+
+
+def test_medians_and_spread_on_a_fake_clock():
+    clock = FakeClock()
+    funcs = {
+        "a": clock.takes(1, 5, 3, 2, 4),  # sorted 1 2 3 4 5: median 3, IQR 2-4
+        "b": clock.takes(2, 2, 2, 2, 2),
+    }
+    result = bench.compare(funcs, repeats=5, warmup=0, timer=clock, nbytes=1000, reference="b")
+    a, b = result["a"], result.reference
+    assert b.name == "b" and b.is_reference and list(result) == [a]
+    assert a.seconds.samples == (1, 5, 3, 2, 4)  # round order kept
+    assert (a.seconds.median, a.seconds.q1, a.seconds.q3) == (3, 2, 4)
+    assert (a.seconds.min, a.seconds.max) == (1, 5)
+    assert a.rate.median == pytest.approx(1000 / 3)
+    assert a.gb_s == pytest.approx(1000 / 3 / 1e9)
+    # a's speed as a multiple of b's, round by round: 2/1, 2/5, 2/3, 2/2, 2/4
+    assert a.of_reference.samples == pytest.approx((2, 0.4, 2 / 3, 1, 0.5))
+    assert a.of_reference.median == pytest.approx(2 / 3)
+    assert result.relative("a", "b").samples == a.of_reference.samples
+    assert result.relative("b", "a").samples == pytest.approx((0.5, 2.5, 1.5, 1, 2))
+    assert a.of_reference.verdict(above="faster", below="slower").startswith("no clear")
+    assert result.notes == []  # five rounds: enough
+
+
+def test_ratios_use_the_sizes_when_they_differ():
+    clock = FakeClock()
+    funcs = {"small": clock.takes(1, 1, 1), "big": clock.takes(2, 2, 2)}
+    result = bench.compare(
+        funcs, repeats=3, warmup=0, timer=clock, nbytes={"small": 100, "big": 400}
+    )
+    # 100 B/s against 200 B/s: half the speed, although it takes half the time
+    assert result.relative("small", "big").median == pytest.approx(0.5)
+    assert result.fastest().name == "big"
+
+
+def test_spread_statistics_and_verdicts():
+    spread = bench.Spread.of([4, 1, 3, 2])
+    assert (spread.median, spread.q1, spread.q3) == (2.5, 1.75, 3.25)
+    assert spread.samples == (4, 1, 3, 2)
+    assert f"{spread:.1f}" == "2.5 [1.8–3.2]"
+    assert spread.text(".2f", "x") == "2.50x [1.75–3.25]"
+    assert spread.scaled(2).median == 5
+    assert bench.Spread.of([1.2, 1.3, 1.1]).verdict() == "higher in 3 of 3 rounds"
+    assert bench.Spread.of([0.8, 0.9, 0.7]).verdict() == "lower in 3 of 3 rounds"
+    assert bench.Spread.of([0.8, 1.2, 1.3, 0.9]).verdict() == (
+        "no clear difference (higher in 2 of 4 rounds)"
+    )
+    with pytest.raises(ValueError):
+        bench.Spread.of([])
+
+
+def test_default_rounds_and_quick_mode(monkeypatch):
+    funcs = {"a": lambda: None}
+    monkeypatch.delenv("MMLAB_QUICK", raising=False)
+    full = bench.compare(funcs)
+    assert full.rounds == bench.DEFAULT_REPEATS >= 5 and not full.quick and full.notes == []
+    monkeypatch.setenv("MMLAB_QUICK", "1")
+    quick = bench.compare(funcs)
+    assert quick.rounds == 3 and quick.quick
+    assert "quick mode" in quick.notes[0] and "rough" in quick.notes[0]
+    assert "rough" in repr(quick)
+    monkeypatch.delenv("MMLAB_QUICK")
+    assert "rough" in bench.compare(funcs, repeats=2).notes[0]
+
+
+def test_missing_counters_are_none_with_a_reason(monkeypatch):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def no_counters(label="", file=None):
+        yield Measurement(label=label, wall_s=0.001)  # no faults, no I/O counters
+
+    monkeypatch.setattr("mmlab.compare.measure", no_counters)
+    row = bench.compare({"a": lambda: None}, repeats=1).rows[0]
+    for key in ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta"):
+        assert getattr(row, key) is None and row.unavailable[key]
+    assert "n/a" in bench.compare({"a": lambda: None}, repeats=1).table()
+
+
+# the result is a table
+
+
+def test_the_result_is_a_table(monkeypatch, agg):
+    clock = FakeClock()
+    funcs = {"x": clock.takes(1, 1, 1), "y": clock.takes(2, 3, 4), "ref": clock.takes(1, 1, 1)}
+    result = bench.compare(funcs, repeats=3, warmup=0, timer=clock, nbytes=10, reference="ref")
+    rows = list(result)
+    assert all(isinstance(row, bench.Row) for row in rows) and len(result) == 2
+    assert [row.name for row in rows] == result.names == ["x", "y"]
+    records = result.to_records()
+    assert [r["name"] for r in records] == ["x", "y", "ref"]
+    assert [r["reference"] for r in records] == [False, False, True]
+    assert records[1]["seconds"] == 3 and records[1]["seconds_q1"] == 2.5
+    assert records[1]["of_reference"] == pytest.approx(1 / 3)
+    assert [r["name"] for r in result.to_records(reference=False)] == ["x", "y"]
+    with pytest.raises(KeyError):
+        result["z"]
+
+    pd = pytest.importorskip("pandas")
+    frame = result.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == ["x", "y", "ref"]
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
+    with pytest.raises(ImportError, match="needs pandas"):
+        result.to_pandas()
+
+
+def test_plot_draws_medians_spread_and_the_reference_band(agg):
+    clock = FakeClock()
+    funcs = {"x": clock.takes(1, 2, 3), "y": clock.takes(2, 3, 4), "ref": clock.takes(1, 1, 2)}
+    result = bench.compare(funcs, repeats=3, warmup=0, timer=clock, nbytes=10, reference="ref")
+    ax = result.plot()
+    bars = bar_container(ax)
+    assert [bar.get_width() for bar in bars] == pytest.approx([5 / 1e9, 10 / 3 / 1e9])
+    assert bars.errorbar is not None  # the IQR
+    labels = ax.get_legend_handles_labels()[1]
+    assert "ref, IQR" in labels and "ref, median" in labels
+    # without sizes it plots times
+    plain = bench.compare({"a": lambda: None}, repeats=1).plot()
+    assert plain.get_xlabel() in ("s", "ms", "µs")
+
+
+# read_vs_mmap
 
 
 @pytest.mark.parametrize(
@@ -25,38 +236,109 @@ def data_file(tmp_path):
     ],
 )
 def test_every_method_sees_the_same_bytes(data_file, pattern, cache, madvise):
+    methods = bench.METHODS + bench.EXTRA_METHODS
     result = bench.read_vs_mmap(
-        data_file, pattern=pattern, cache=cache, repeats=1, block_size=65536, madvise=madvise
+        data_file,
+        pattern=pattern,
+        cache=cache,
+        repeats=2,
+        block_size=65536,
+        madvise=madvise,
+        methods=methods,
+        copy_bytes=SMALL_COPY,
     )
-    assert [r["method"] for r in result.rows] == list(bench.METHODS)
-    assert len({r["checksum"] for r in result.rows}) == 1
-    assert all(r["gb_s"] > 0 and r["fraction_of_copy"] > 0 for r in result.rows)
-    assert result.bandwidth > 0
+    assert result.names == list(methods) and result.reference.name == "memory copy"
+    assert len({row.checksum for row in result}) == 1
+    assert all(row.rate.median > 0 and row.of_reference.median > 0 for row in result)
+    assert_interleaved(result.order, [*methods, "memory copy"], 2)
+    assert "same bytes" in result.summary()
     if cache == "cold":
-        # every run started from an evicted file, so each brought the whole file in
-        assert all(r["cached_pages_delta"] > 0 for r in result.rows)
-    assert "memory copy" in result.table() and "<table>" in result._repr_html_()
+        # every call started from an evicted file, so each brought the file in from storage
+        for row in result:
+            assert row.cached_pages_delta > 0, row.name
+            assert row.storage_bytes > 0, row.name
+    text = result.table()
+    assert "memory copy" in text and "2 rounds, interleaved" in repr(result)
+    assert "<table>" in result._repr_html_()
 
 
-def test_plot(data_file):
-    import matplotlib
+def test_every_method_reports_bytes_and_faults(data_file):
+    result = bench.read_vs_mmap(data_file, repeats=1, cache="cold", copy_bytes=SMALL_COPY)
+    for row in [*result, result.reference]:
+        for key in ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta"):
+            value = getattr(row, key)
+            assert (value is not None) != (key in row.unavailable), (row.name, key)
+            if sys.platform.startswith("linux"):
+                assert isinstance(value, int), (row.name, key)
+        assert len(row.measurements) == 1
+    # a mapping takes page faults to read the file; read() takes none
+    assert result["mmap slice"].minor_faults + result["mmap slice"].major_faults > 0
+    assert result["numpy.memmap sum"].minor_faults + result["numpy.memmap sum"].major_faults > 0
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    result = bench.read_vs_mmap(data_file, repeats=1, methods=("read", "mmap slice"))
-    ax = result.plot()
-    assert len(ax.patches) == 2
-    plt.close(ax.figure)
+def test_the_memmap_method_is_a_real_numpy_memmap(data_file, monkeypatch):
+    opened = []
+
+    class Spy(np.memmap):
+        def __new__(cls, filename, *args, **kwargs):
+            opened.append((filename, kwargs.get("mode")))
+            return super().__new__(cls, filename, *args, **kwargs)
+
+    monkeypatch.setattr(np, "memmap", Spy)
+    result = bench.read_vs_mmap(
+        data_file, methods=("read", "numpy.memmap sum"), repeats=1, copy_bytes=SMALL_COPY
+    )
+    # warm-up, one timed round and the checksum pass: each opens the file as a numpy.memmap
+    assert opened == [(data_file, "r")] * 3
+    assert result["numpy.memmap sum"].checksum == result["read"].checksum
+
+
+def test_plot_and_sweep(data_file, agg):
+    sweep = {
+        block: bench.read_vs_mmap(
+            data_file,
+            block_size=block,
+            repeats=1,
+            methods=("read", "mmap slice"),
+            copy_bytes=SMALL_COPY,
+        )
+        for block in (4096, 65536)
+    }
+    ax = sweep[4096].plot()
+    assert len(bar_container(ax)) == 2
+    ax = bench.plot_sweep(sweep, title="warm")
+    labels = ax.get_legend_handles_labels()[1]
+    assert sorted(labels) == ["memory copy, IQR", "mmap slice", "read"]
+    assert ax.get_title() == "warm"
+    bench.plot_sweep({4096: sweep[4096]})  # one block size still draws a band
+    text = bench.sweep_summary({("sequential", "warm", b): r for b, r in sweep.items()})
+    assert text.count("fastest") == 2 and "mmap slice / read" in text
+    assert "major faults/MiB from storage" in text and "4 KiB blocks against 64 KiB" in text
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pattern": "zigzag"}, {"cache": "hot"}, {"madvise": "dontneed"}, {"methods": ("mmap2",)}],
+    [
+        {"pattern": "zigzag"},
+        {"cache": "hot"},
+        {"madvise": "dontneed"},
+        {"methods": ("mmap2",)},
+        {"methods": ()},
+        {"repeats": 0},
+    ],
 )
 def test_bad_arguments(data_file, kwargs):
     with pytest.raises(ValueError):
         bench.read_vs_mmap(data_file, **kwargs)
+
+
+def test_compare_bad_arguments():
+    with pytest.raises(ValueError):
+        bench.compare({})
+    with pytest.raises(ValueError):
+        bench.compare({"a": lambda: None}, reference="b")
+    with pytest.raises(ValueError):
+        bench.compare({"a": lambda: None}, repeats=0)
 
 
 def test_memory_bandwidth_is_plausible():

@@ -1,7 +1,8 @@
-"""The command line: info, get and double, and clear errors with a non-zero exit code."""
+"""The command line: info, get, double and doctor, and clear errors with a non-zero exit code."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -74,3 +75,34 @@ def test_demo_verifies_and_reports(tmp_path, capsys):
 def test_demo_with_nothing_to_do(capsys):
     assert main(["demo", "--limit", "0"]) == 1
     assert "no molecules" in capsys.readouterr().err
+
+
+def test_doctor_json_has_every_fact_measured_or_unknown_with_a_reason(tmp_path):
+    from mmlab.machine import FACT_KEYS
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mmlab", "doctor", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["path"] == str(tmp_path)
+    assert list(data["facts"]) == list(FACT_KEYS)
+    for key, fact in data["facts"].items():
+        if fact["value"] is None:
+            assert set(fact) == {"value", "unknown"} and fact["unknown"].strip(), key
+        else:
+            assert set(fact) == {"value", "source"} and fact["source"].strip(), key
+    assert {a["notebook"] for a in data["advice"]} >= {"01", "02", "03", "04", "05", "06"}
+    assert all(a["reasons"] for a in data["advice"])
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+def test_doctor_prints_facts_and_advice(tmp_path, capsys):
+    assert main(["doctor", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"the file system of {tmp_path}" in out
+    assert "read_ahead_kb" in out and "What the labs will show here" in out
+    assert main(["doctor", str(tmp_path / "missing")]) == 1
+    assert "No such file" in capsys.readouterr().err

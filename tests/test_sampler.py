@@ -1,7 +1,9 @@
-"""RSSSampler: about duration/interval samples, marks, and a child process's memory."""
+"""RSSSampler: samples, marks, children (grandchildren too), memory by kind, and plots."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -84,3 +86,124 @@ def test_plot():
     ax = sampler.plot()
     assert ax.get_ylabel() == "MiB" and len(ax.lines) >= 2  # RSS and the mark
     plt.close(ax.figure)
+
+
+# -- memory by kind ------------------------------------------------------------------------
+
+MiB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KINDS = ("anon", "file", "shmem")
+
+
+def _sum_of_kinds(sampler: RSSSampler, total: str) -> np.ndarray:
+    return sum(sampler.series(f"{total}_{kind}") for kind in KINDS)
+
+
+def test_rss_by_kind_adds_up_in_every_sample():
+    with RSSSampler(interval=0.005, memory_kinds=True) as sampler:
+        time.sleep(0.03)
+        block = np.ones(64 * MiB, dtype=np.uint8)  # private anonymous memory
+        time.sleep(0.03)
+    anon = sampler.series("rss_anon")
+    assert anon.max() - anon[0] >= 60 * MiB
+    assert np.all(np.abs(_sum_of_kinds(sampler, "rss") - sampler.rss) <= 2 * PAGE)
+    assert sampler.unavailable == {}
+    del block
+
+
+def test_pss_by_kind_adds_up_to_pss():
+    with RSSSampler(interval=0.01, memory_kinds=True, uss_pss=True) as sampler:
+        time.sleep(0.05)
+    assert len(sampler) >= 2
+    assert np.all(np.abs(_sum_of_kinds(sampler, "pss") - sampler.pss) <= 2 * PAGE)
+    assert np.all(sampler.uss <= sampler.pss) and np.all(sampler.pss <= sampler.rss)
+
+
+def test_children_by_kind():
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout.readline().strip() == "ready"
+        try:
+            with RSSSampler(interval=0.01, children=True, memory_kinds=True) as sampler:
+                time.sleep(0.05)
+        finally:
+            child.kill()
+    assert sampler.series("children_rss_anon").max() >= 190 * MiB
+    children = sampler.series("children_rss")
+    assert np.all(np.abs(_sum_of_kinds(sampler, "children_rss") - children) <= 2 * PAGE)
+
+
+GRANDPARENT = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+    "print('ready', flush=True); time.sleep(30)"
+)
+
+
+def test_finds_every_descendant_and_closes_what_it_opened():
+    import psutil
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    children = [
+        subprocess.Popen([sys.executable, "-c", GRANDPARENT], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        descendants = psutil.Process().children(recursive=True)
+        with RSSSampler(interval=0.01, children=True, faults=True) as sampler:
+            time.sleep(0.05)
+            children[0].kill()  # gone while sampled; its own child is no longer ours
+            children[0].wait()
+            time.sleep(0.05)
+    finally:
+        for process in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):  # the one killed above
+                process.kill()
+        for child in children:
+            child.wait()
+            child.stdout.close()
+    n = sampler.series("n_children")
+    assert len(descendants) == 4 and n[0] == 4 and n[-1] == 2
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_every_nan_is_explained():
+    with RSSSampler(interval=0.01, memory_kinds=True, uss_pss=True, faults=True) as sampler:
+        time.sleep(0.03)
+    for name in sampler.names:
+        if np.isnan(sampler.series(name)).any():
+            assert name in sampler.unavailable
+    for name in sampler.unavailable:
+        assert np.isnan(sampler.series(name)).all()
+
+
+def test_plot_stacks_memory_by_kind():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with RSSSampler(interval=0.01, memory_kinds=True) as sampler:
+        time.sleep(0.03)
+    ax = sampler.plot(stack="kind")
+    assert len(ax.collections) == 3 and ax.get_title() == "RSS by kind"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["anonymous", "file-backed", "shmem"]
+    plt.close(ax.figure)
+
+    with RSSSampler(interval=0.01, memory_kinds=True, uss_pss=True) as sampler:
+        time.sleep(0.03)
+    ax = sampler.plot(stack="kind", series=("rss",))
+    assert ax.get_title() == "PSS by kind" and len(ax.lines) == 1
+    plt.close(ax.figure)
+
+    with RSSSampler(interval=0.01) as sampler:
+        pass
+    with pytest.raises(ValueError, match="memory_kinds=True"):
+        sampler.plot(stack="kind")
+    with pytest.raises(ValueError, match="stack must be"):
+        sampler.plot(stack="kinds")
+    plt.close("all")

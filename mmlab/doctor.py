@@ -1,0 +1,543 @@
+"""Per-lab advice: which notebook sections show their effect clearly on this machine, and why.
+
+``advise(facts)`` reads the facts of ``mmlab.machine.report`` and, for each section of the
+six notebooks, says whether it will show what its prose describes (``clear``), show it with
+numbers that differ in a way the reason explains (``different``), not show it at all
+(``not_shown``), or cannot be judged because a deciding fact is unknown (``unknown``). Every
+reason names the machine fact that decides it, with its value. The sizes are the notebooks'
+full-size parameters (``MMLAB_QUICK=1`` runs them smaller).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+
+from mmlab.sysinfo import format_size as _size
+
+__all__ = ["VERDICTS", "Advice", "advice_html", "advise"]
+
+CLEAR, DIFFERENT, NOT_SHOWN, UNKNOWN = "clear", "different", "not_shown", "unknown"
+VERDICTS = {
+    CLEAR: "shows clearly",
+    DIFFERENT: "shows, with different numbers",
+    NOT_SHOWN: "will not show",
+    UNKNOWN: "cannot tell",
+}
+_RANK = {CLEAR: 0, UNKNOWN: 1, DIFFERENT: 2, NOT_SHOWN: 3}
+_COLOURS = {CLEAR: "#2ca02c", DIFFERENT: "#ff7f0e", NOT_SHOWN: "#d62728", UNKNOWN: "#7f7f7f"}
+
+# The notebooks' full-size parameters (their first code cell) and notebooks/README.md.
+N01_BLOCKS = 8 * 64 * 2**20  # 8 arrays of 64 MiB alive at once
+N02_MAPPINGS = 20_000
+N03_FILE = 2**30
+N04_FILE = 256 * 2**20
+DATA_BYTES = 3 * 2**29  # notebooks/data at full size: about 1.5 GiB
+STRIDE_PAGES = 16  # notebook 03 section 4 touches every 16th page
+QM9_RECORDS = 130_831
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What one notebook section will show here: a verdict, its reasons, the deciding facts."""
+
+    notebook: str
+    section: str
+    title: str
+    verdict: str
+    reasons: tuple[str, ...]
+    facts: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "notebook": self.notebook,
+            "section": self.section,
+            "title": self.title,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "facts": list(self.facts),
+        }
+
+    def __str__(self) -> str:
+        where = f"{self.notebook} §{self.section}" if self.section else self.notebook
+        head = f"  {where} {self.title}: {VERDICTS[self.verdict]}"
+        return "\n".join([head, *(f"      - {r}" for r in self.reasons)])
+
+
+class _Section:
+    """Collects (verdict, reason, facts) for one section; the worst verdict wins."""
+
+    def __init__(self, notebook: str, section: str, title: str) -> None:
+        self.notebook, self.section, self.title = notebook, section, title
+        self.items: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def add(self, verdict: str, reason: str, *facts: str) -> None:
+        self.items.append((verdict, reason, facts))
+
+    def advice(self) -> Advice:
+        verdict = max((v for v, _, _ in self.items), key=_RANK.get, default=CLEAR)
+        worst_first = sorted(self.items, key=lambda item: -_RANK[item[0]])
+        facts = tuple(dict.fromkeys(f for _, _, fs in worst_first for f in fs))
+        reasons = tuple(r for _, r, _ in worst_first)
+        return Advice(self.notebook, self.section, self.title, verdict, reasons, facts)
+
+
+def _read(touch: dict) -> str:
+    n = touch["storage_bytes"]
+    return "an unknown amount (no /proc/self/io)" if n is None else _size(n)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+class _Facts:
+    """``f(key)`` is a fact's value (None when unknown); ``f.why(key)`` where it came from."""
+
+    def __init__(self, facts: Mapping) -> None:
+        self.facts = facts
+
+    def __call__(self, key: str):
+        return self.facts[key].value
+
+    def why(self, key: str) -> str:
+        info = self.facts[key]
+        return info.source if info.known else f"unknown: {info.reason}"
+
+    def usable_memory(self) -> tuple[int | None, str, tuple[str, ...]]:
+        """The least of available memory and the cgroup limit, with what it came from."""
+        available, limit = self("memory_available"), self("cgroup_memory_limit")
+        if isinstance(limit, int) and (available is None or limit < available):
+            return limit, f"the cgroup memory limit is {_size(limit)}", ("cgroup_memory_limit",)
+        if available is None:
+            return None, "", ()
+        return available, f"{_size(available)} of memory is available", ("memory_available",)
+
+
+def _cold(s: _Section, f: _Facts, what: str) -> bool:
+    """Add the eviction verdict; True where cold-cache runs really are cold."""
+    works = f("eviction_works")
+    if works is True:
+        return True
+    if works is None:
+        s.add(UNKNOWN, f"whether eviction works is {f.why('eviction_works')}", "eviction_works")
+    elif f("filesystem") in ("tmpfs", "ramfs"):
+        s.add(
+            NOT_SHOWN,
+            f"{f('filesystem')}: eviction cannot work, cold-cache runs will be warm: {what}",
+            "filesystem",
+            "eviction_works",
+        )
+    else:
+        s.add(
+            NOT_SHOWN,
+            f"eviction leaves pages cached here ({f.why('eviction_works')}): {what}",
+            "eviction_works",
+        )
+    return False
+
+
+def _residency(s: _Section, f: _Facts) -> None:
+    if f("mincore_trustworthy") is False:
+        s.add(
+            NOT_SHOWN,
+            "mincore untrustworthy for files here: residency plots will be unavailable "
+            f"({f.why('mincore_trustworthy')})",
+            "mincore_trustworthy",
+        )
+
+
+def _storage_counter(s: _Section, f: _Facts) -> None:
+    touch = f("cold_touch")
+    if f("proc_self_io") is False:
+        s.add(DIFFERENT, "no /proc/self/io here: 'storage read' shows n/a", "proc_self_io")
+    elif touch and touch["major_faults"] and touch["storage_bytes"] == 0:
+        s.add(
+            DIFFERENT,
+            f"reads from this file system ({f('filesystem')}) do not show in /proc/self/io "
+            "read_bytes (network and FUSE file systems): 'storage read' stays at 0",
+            "cold_touch",
+        )
+
+
+def _memory_for(s: _Section, f: _Facts, needed: int, what: str, verdict: str) -> None:
+    usable, said, keys = f.usable_memory()
+    if usable is not None and usable < needed:
+        s.add(verdict, f"{said}, less than {_size(needed)}: {what}", *keys)
+
+
+def _notebook_01(f: _Facts) -> list[_Section]:
+    page = f("page_size")
+    first = _Section("01", "1-3", "the parameters of mmap; a mapping in /proc/self/maps")
+    spans = math.ceil(10_000 / page)
+    if page == 4096:
+        first.add(CLEAR, "page size 4,096 bytes: a 10,000-byte file spans 3 pages", "page_size")
+    else:
+        first.add(
+            DIFFERENT,
+            f"page size is {page:,} bytes, not the 4,096 of the text's examples: a 10,000-byte "
+            f"file spans {spans} page(s) (exercise 1.2 checks against this machine)",
+            "page_size",
+        )
+    malloc = _Section("01", "4", "malloc uses anonymous mappings")
+    thp = f("thp_enabled")
+    if thp == "always":
+        malloc.add(
+            DIFFERENT,
+            "transparent huge pages are 'always': fresh anonymous memory may come in 2 MiB "
+            "pages, so touching 1,000 fresh pages can take a handful of faults instead of "
+            "about 1,000, and RSS moves in 2 MiB steps",
+            "thp_enabled",
+        )
+    elif thp is None:
+        malloc.add(UNKNOWN, f"transparent huge pages: {f.why('thp_enabled')}", "thp_enabled")
+    else:
+        malloc.add(
+            CLEAR,
+            f"transparent huge pages are '{thp}': fresh anonymous memory comes one page per "
+            "fault, about 1,000 faults for 1,000 pages",
+            "thp_enabled",
+        )
+    _memory_for(
+        malloc,
+        f,
+        N01_BLOCKS + N01_BLOCKS // 2,
+        "8 blocks of 64 MiB are alive at once; the kernel may kill the notebook's kernel",
+        NOT_SHOWN,
+    )
+    data = (f("rlimit_data") or {}).get("soft")
+    if isinstance(data, int) and data < 2 * N01_BLOCKS:
+        malloc.add(
+            NOT_SHOWN,
+            f"RLIMIT_DATA is {_size(data)}: the 512 MiB of blocks fail with MemoryError",
+            "rlimit_data",
+        )
+    sharing = _Section("01", "5-6", "MAP_SHARED vs MAP_PRIVATE; writing a read-only mapping")
+    sharing.add(CLEAR, "depends on no machine setting (Linux and a second Python process)")
+    return [first, malloc, sharing]
+
+
+def _notebook_02(f: _Facts) -> list[_Section]:
+    page, granularity = f("page_size"), f("allocation_granularity")
+    offsets = _Section("02", "1", "offsets mmap accepts and refuses")
+    accepted = [o for o in (0, 100, 4096, 6000, 8192) if o % granularity == 0]
+    said = f"of the offsets 0, 100, 4096, 6000, 8192 mmap accepts {accepted}"
+    if granularity == 4096:
+        offsets.add(CLEAR, f"granularity 4,096: {said}", "allocation_granularity")
+    else:
+        offsets.add(
+            DIFFERENT,
+            f"granularity is {granularity:,}, not the text's 4,096: {said}; exercise 2.1 "
+            "checks against this machine",
+            "allocation_granularity",
+        )
+    waste = _Section("02", "2", "space wasted in the last page")
+    verdict = CLEAR if page == 4096 else DIFFERENT
+    waste.add(
+        verdict, f"page size {page:,}: the last page wastes at most {page - 1:,} bytes", "page_size"
+    )
+    layout = _Section("02", "3", "how the store aligns its sections")
+    if 65536 % page == 0:
+        layout.add(CLEAR, f"64 KiB sections are a whole number of {page:,}-byte pages", "page_size")
+    else:
+        layout.add(NOT_SHOWN, f"page size {page:,} does not divide 64 KiB", "page_size")
+    count = _Section("02", "4", "counting mappings against vm.max_map_count")
+    limits = f("rlimit_nofile") or {}
+    soft, hard = limits.get("soft"), limits.get("hard")
+    if isinstance(soft, int) or isinstance(hard, int):
+        hard_n = hard if isinstance(hard, int) else 10**9
+        soft_n = soft if isinstance(soft, int) else 10**9
+        raised = max(soft_n, min(hard_n, N02_MAPPINGS + 1_000))  # as the notebook does
+        made = min(N02_MAPPINGS, raised - 500)
+        if made < 100:
+            count.add(
+                NOT_SHOWN,
+                f"RLIMIT_NOFILE allows {raised:,} open files: too few for the one-page "
+                "mappings (each Python mmap keeps a file descriptor)",
+                "rlimit_nofile",
+            )
+        elif made < N02_MAPPINGS:
+            count.add(
+                DIFFERENT if made < N02_MAPPINGS // 2 else CLEAR,
+                f"RLIMIT_NOFILE's hard limit is {hard_n:,}: the notebook makes {made:,} "
+                f"one-page mappings, not {N02_MAPPINGS:,} (each Python mmap keeps a file "
+                "descriptor); the cost per mapping shows the same",
+                "rlimit_nofile",
+            )
+    else:
+        made = N02_MAPPINGS
+    most = f("max_map_count")
+    if most is None:
+        count.add(UNKNOWN, f"vm.max_map_count: {f.why('max_map_count')}", "max_map_count")
+    elif most < made + 2_000:  # a Jupyter kernel already holds several hundred mappings
+        count.add(
+            NOT_SHOWN,
+            f"vm.max_map_count is {most:,}: {made:,} more mappings reach it and mmap fails "
+            "with ENOMEM",
+            "max_map_count",
+        )
+    else:
+        count.add(
+            CLEAR,
+            f"vm.max_map_count is {most:,}: the count climbs toward it as in the text",
+            "max_map_count",
+        )
+    return [offsets, waste, layout, count]
+
+
+def _notebook_03(f: _Facts) -> list[_Section]:
+    page, touch, ra = f("page_size"), f("cold_touch"), f("read_ahead_kb")
+    touch_facts = ("cold_touch", "read_ahead_kb")
+    lazy = _Section("03", "1", "map a large file, touch almost nothing")
+    if _cold(lazy, f, "no major faults, nothing read from storage"):
+        _storage_counter(lazy, f)
+        if touch:
+            mapped = touch["pages_mapped"]
+            lazy.add(
+                CLEAR,
+                f"one cold touch mapped {mapped} pages ({_size(mapped * page)}): RSS grows by "
+                f"about {_size(10 * mapped * page)} for the 10 touches, and one cold fault read "
+                f"{_read(touch)} from storage here",
+                *touch_facts,
+            )
+    _residency(lazy, f)
+    readahead = _Section("03", "2", "readahead in the page cache")
+    if _cold(readahead, f, "touching page 0 finds the whole file already cached"):
+        if touch and ra is not None:
+            cached, at_once = touch["pages_cached"], touch["pages_cached_at_once"]
+            verdict = CLEAR if cached > touch["pages_mapped"] else DIFFERENT
+            readahead.add(
+                verdict,
+                f"read_ahead_kb is {ra}: one cold fault may read {_size(ra * 1024)}; measured "
+                f"here: one touch of page 0 read {_read(touch)}, mapped "
+                f"{touch['pages_mapped']} pages and left {cached:,} cached; notebook 03 "
+                "section 2 explains what you will see",
+                *touch_facts,
+            )
+            if at_once < cached:
+                readahead.add(
+                    CLEAR,
+                    "mincore counts a page once its read has finished: right after the touch "
+                    f"it showed {at_once:,} pages cached, {cached:,} a moment later; so the "
+                    "page-cache count of measure(), taken at once, can be lower than the plot's",
+                    "cold_touch",
+                )
+        elif touch:
+            readahead.add(
+                CLEAR,
+                f"read_ahead_kb is {f.why('read_ahead_kb')}; but one cold fault "
+                f"cached {touch['pages_cached']:,} pages here",
+                "cold_touch",
+            )
+        else:
+            readahead.add(UNKNOWN, f"the cold touch is {f.why('cold_touch')}", "cold_touch")
+        folios = f("large_folios")
+        warm = f("warm_touch")
+        if folios and warm:
+            readahead.add(
+                CLEAR,
+                f"large folios: one touch of a warm page mapped {warm['pages_mapped']:,} pages "
+                "at once, so minor-fault counts run below the pages you touch",
+                "large_folios",
+                "warm_touch",
+            )
+    _residency(readahead, f)
+    live = _Section("03", "3", "touch in a pattern and watch it live")
+    if _cold(live, f, "runs with 'cold cache' ticked are warm"):
+        live.add(
+            CLEAR,
+            "eviction works here: cold and warm runs differ as the text says",
+            "eviction_works",
+        )
+        _storage_counter(live, f)
+    _residency(live, f)
+    hints = _Section("03", "4", "compare the kernel hints")
+    if _cold(hints, f, "every hint finds the file cached: no major faults to compare"):
+        hints.add(CLEAR, "eviction works here: each hint starts from a cold file", "eviction_works")
+        if ra is not None and ra * 1024 < STRIDE_PAGES * page:
+            hints.add(
+                DIFFERENT,
+                f"read_ahead_kb {ra} is shorter than the 16-page stride: without a hint "
+                "readahead no longer fills the gaps, so the no-hint row reads about as "
+                "little as MADV_RANDOM's",
+                "read_ahead_kb",
+            )
+        _memory_for(
+            hints,
+            f,
+            N03_FILE + N03_FILE // 2,
+            "MADV_WILLNEED and MAP_POPULATE read the whole 1 GiB file, which cannot all stay "
+            "cached: cached-page counts fall short and later touches fault again",
+            DIFFERENT,
+        )
+    cold_warm = _Section("03", "5", "the same pattern cold and warm")
+    if _cold(cold_warm, f, "both runs are warm"):
+        cold_warm.add(CLEAR, "eviction works here: the cold run waits on storage", "eviction_works")
+        _memory_for(
+            cold_warm,
+            f,
+            N03_FILE + N03_FILE // 2,
+            "the warm run may find pages of the 1 GiB file reclaimed and fault them in again",
+            DIFFERENT,
+        )
+    return [lazy, readahead, live, hints, cold_warm]
+
+
+def _notebook_04(f: _Facts) -> list[_Section]:
+    race = _Section("04", "1-2", "one race, warm, against the memory-copy rate")
+    copy = f("memory_copy")
+    if copy is None:
+        race.add(UNKNOWN, f"memory copy: {f.why('memory_copy')}", "memory_copy")
+    else:
+        spread = (copy["q3"] - copy["q1"]) / copy["median"]
+        rate = (
+            f"memory copy {copy['median'] / 1e9:.1f} GB/s, the middle half of "
+            f"{copy['rounds']} rounds from {copy['q1'] / 1e9:.1f} to {copy['q3'] / 1e9:.1f} "
+            f"(all: {copy['min'] / 1e9:.1f} to {copy['max'] / 1e9:.1f})"
+        )
+        if spread > 0.25:
+            race.add(
+                DIFFERENT,
+                f"{rate}: a noisy machine; compare methods within one run, as ratios, and "
+                "rerun before believing a small difference",
+                "memory_copy",
+            )
+        else:
+            race.add(CLEAR, f"{rate}: steady, the reference line holds", "memory_copy")
+    if f("cpus_usable") == 1:
+        race.add(DIFFERENT, "one usable CPU: anything else running slows the race", "cpus_usable")
+    _memory_for(
+        race, f, 3 * N04_FILE, "the 256 MiB file may not stay cached between runs", DIFFERENT
+    )
+    sweep = _Section("04", "3-5", "block size, order and cache state")
+    if _cold(sweep, f, "bench warns and the 'cold' rows repeat the warm ones"):
+        sweep.add(CLEAR, "eviction works here: the cold rows read from storage", "eviction_works")
+        read = f("cold_read")
+        if read:
+            total = N04_FILE // 4096 * read["median"]
+            sweep.add(
+                DIFFERENT if total > 60 else CLEAR,
+                f"one cold read of a page without readahead took {_ms(read['median'])} here "
+                f"(median of {read['rounds']}): a cold random pass in 4 KiB blocks over the "
+                f"256 MiB file ({N04_FILE // 4096:,} reads) takes about {total:,.0f} s per "
+                "method",
+                "cold_read",
+            )
+        ra = f("read_ahead_kb")
+        if ra is not None:
+            sweep.add(
+                CLEAR,
+                f"read_ahead_kb is {ra}: cold sequential reads, by read() or mmap, fetch "
+                f"{_size(ra * 1024)} ahead",
+                "read_ahead_kb",
+            )
+        _storage_counter(sweep, f)
+    return [race, sweep]
+
+
+def _notebook_05(f: _Facts) -> list[_Section]:
+    load = _Section("05", "1", "data.y.item() fails")
+    load.add(CLEAR, "depends on no machine setting")
+    flush = _Section("05", "2", "flushing after every record")
+    fs = f("filesystem")
+    if fs in ("tmpfs", "ramfs"):
+        flush.add(
+            DIFFERENT,
+            f"{fs}: msync writes nothing to storage, so flushing after every record costs far "
+            "less than on a disk and the ratio to flushing once is small",
+            "filesystem",
+        )
+    elif fs is not None:
+        flush.add(CLEAR, f"{fs}: every flush writes the page it changed to storage", "filesystem")
+    cost = f("flush")
+    if cost and fs not in ("tmpfs", "ramfs"):
+        total = QM9_RECORDS * cost["median"]
+        flush.add(
+            DIFFERENT if total > 120 else CLEAR,
+            f"one write and flush() of a mapping took {_ms(cost['median'])} here (median of "
+            f"{cost['rounds']}): flushing after each of {QM9_RECORDS:,} records takes about "
+            f"{total:,.0f} s, and the doubling loop as long again",
+            "flush",
+        )
+    scan = _Section("05", "3", "the scan that runs past the data")
+    scan.add(CLEAR, "depends on no machine setting")
+    store = _Section("05", "4", "double U0 with RecordStore, cold")
+    if _cold(store, f, "the store starts warm and every section shows as cached"):
+        store.add(
+            CLEAR, "eviction works here: only U0's pages come back into the cache", "eviction_works"
+        )
+    _residency(store, f)
+    has = f("cachestat")
+    if has is False:
+        store.add(
+            DIFFERENT,
+            f"no cachestat ({f.why('cachestat')}): the dirty-page count prints 'unknown'",
+            "cachestat",
+        )
+    elif has is None:
+        store.add(UNKNOWN, f"cachestat: {f.why('cachestat')}", "cachestat")
+    rest = _Section("05", "5-6", "verify every value; compare the time")
+    rest.add(CLEAR, "depends on no machine setting (the times are this machine's)")
+    return [load, flush, scan, store, rest]
+
+
+def _notebook_06(f: _Facts) -> list[_Section]:
+    readers = _Section("06", "2", "readers join one by one: RSS, USS, PSS")
+    workers = _Section("06", "3", "DataLoader workers: a list vs the mapped store")
+    for s in (readers, workers):
+        if f("smaps_rollup") is False:
+            s.add(NOT_SHOWN, f"no USS or PSS: {f.why('smaps_rollup')}", "smaps_rollup")
+        elif f("smaps_rollup") is True:
+            s.add(CLEAR, "smaps_rollup is readable: USS and PSS are measured", "smaps_rollup")
+        _memory_for(
+            s,
+            f,
+            2**30,
+            "the store (about 100 MB), several Python processes and the notebook share it; "
+            "processes may be killed or the store's pages reclaimed",
+            DIFFERENT,
+        )
+    return [readers, workers]
+
+
+def advise(facts: Mapping) -> list[Advice]:
+    """Advice for every section of the six notebooks, from ``machine.report``'s facts."""
+    f = _Facts(facts)
+    room = _Section("all", "", "room for notebooks/data on this file system")
+    free = f("free_space")
+    if free is None:
+        room.add(UNKNOWN, f"free space: {f.why('free_space')}", "free_space")
+    elif free < DATA_BYTES + 2**29:
+        room.add(
+            NOT_SHOWN,
+            f"{_size(free)} free: the notebooks' data files take about 1.5 GiB at full size",
+            "free_space",
+        )
+    else:
+        room.add(
+            CLEAR, f"{_size(free)} free, enough for the data files (about 1.5 GiB)", "free_space"
+        )
+    sections = [room]
+    for notebook in (_notebook_01, _notebook_02, _notebook_03, _notebook_04, _notebook_05):
+        sections += notebook(f)
+    sections += _notebook_06(f)
+    return [s.advice() for s in sections]
+
+
+def advice_html(advice) -> str:
+    """The advice as an HTML table, one row per section, coloured by verdict."""
+    rows = "".join(
+        f"<tr><td>{escape(a.notebook)}</td><td>{escape(a.section)}</td>"
+        f"<td style='text-align:left'>{escape(a.title)}</td>"
+        f"<td style='color:{_COLOURS[a.verdict]};font-weight:bold'>{VERDICTS[a.verdict]}</td>"
+        f"<td style='text-align:left'>{'<br>'.join(escape(r) for r in a.reasons)}</td></tr>"
+        for a in advice
+    )
+    return (
+        "<table><caption>what the labs will show here (full size)</caption>"
+        "<tr><th>notebook</th><th>section</th><th>what it shows</th><th>verdict</th>"
+        "<th>why</th></tr>"
+        f"{rows}</table>"
+    )
