@@ -22,13 +22,13 @@ import mmap
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from mmlab import pagecache
+from mmlab.access import _MADVICE, PATTERNS, access_order, mapped, sample_file, touch_pages
 from mmlab.compare import (
     DEFAULT_REPEATS,
     MIN_STABLE_REPEATS,
@@ -64,19 +64,10 @@ __all__ = [
     "touch_pages",
 ]
 
-PATTERNS = ("sequential", "random", "strided")
-
 METHODS = ("read", "readinto", "pread", "mmap slice", "numpy.memmap sum")
 # np.frombuffer over an mmap.mmap: what numpy.memmap does inside, but madvise applies to it.
 EXTRA_METHODS = ("np.frombuffer(mmap) sum",)
 REFERENCE = "memory copy"
-_MADVICE = {
-    None: None,
-    "random": "MADV_RANDOM",
-    "sequential": "MADV_SEQUENTIAL",
-    "willneed": "MADV_WILLNEED",
-    "populate": "MAP_POPULATE",
-}
 
 
 def memory_copy(nbytes: int = 256 * 2**20) -> Callable[[], None]:
@@ -101,79 +92,6 @@ def memory_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """
     result = compare({REFERENCE: memory_copy(nbytes)}, repeats, nbytes=nbytes)
     return result[REFERENCE].rate.median
-
-
-def sample_file(path: str | os.PathLike[str], nbytes: int, seed: int = 0) -> Path:
-    """A file of ``nbytes`` random bytes (kept if it already has that size), for experiments.
-
-    Real data, not a sparse file: a hole in a sparse file reads as zeros without any I/O,
-    which would hide exactly what the experiments show.
-    """
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == nbytes:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    chunk = 16 * 2**20
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        for start in range(0, nbytes, chunk):
-            f.write(rng.integers(0, 256, size=min(chunk, nbytes - start), dtype=np.uint8))
-    partial.replace(path)
-    return path
-
-
-def access_order(
-    n_pages: int, pattern: str, count: int | None = None, stride: int = 16, seed: int = 0
-) -> np.ndarray:
-    """Page indices to touch: ``"sequential"``, ``"random"`` or ``"strided"`` (every stride-th).
-
-    ``count`` limits how many pages are touched (default: the whole pattern).
-    """
-    if pattern == "sequential":
-        order = np.arange(n_pages)
-    elif pattern == "random":
-        order = np.random.default_rng(seed).permutation(n_pages)
-    elif pattern == "strided":
-        order = np.arange(0, n_pages, stride)
-    else:
-        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-    return order[:count]
-
-
-def touch_pages(mapping: mmap.mmap, pages: np.ndarray, page_size: int = mmap.PAGESIZE) -> int:
-    """Read one byte of each page in ``pages`` (in that order); returns their sum.
-
-    Each first touch of a page is a page fault: minor if the page is in the page cache,
-    major if it must come from storage.
-    """
-    data = np.frombuffer(mapping, dtype=np.uint8)
-    try:
-        return int(data[np.asarray(pages, dtype=np.int64) * page_size].sum())
-    finally:
-        del data
-
-
-@contextmanager
-def mapped(path: str | os.PathLike[str], madvise: str | None = None) -> Iterator[mmap.mmap]:
-    """Map a file read-only with a hint: "random", "sequential", "willneed" or "populate".
-
-    ``with mapped(path, "random") as mm: ...``; "populate" maps with MAP_POPULATE, which reads
-    the whole file in and maps every page before ``mmap`` returns.
-    """
-    if madvise not in _MADVICE:
-        raise ValueError(f"madvise must be one of {list(_MADVICE)}, got {madvise!r}")
-    flags = mmap.MAP_SHARED
-    if madvise == "populate":
-        flags |= mmap.MAP_POPULATE
-    with open(path, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-    try:
-        if madvise in ("random", "sequential", "willneed"):
-            mm.madvise(getattr(mmap, _MADVICE[madvise]))
-        yield mm
-    finally:
-        mm.close()
 
 
 def _blocks(size: int, block_size: int, pattern: str, seed: int) -> list[tuple[int, int]]:

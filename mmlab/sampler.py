@@ -9,7 +9,7 @@ DataLoader workers, say). ``mark(label)`` notes a moment so the plot can show it
 What the series mean: RSS counts every page mapped into the process, shared or not, so
 processes that map one file each count it in full. USS counts only pages no other process
 has; PSS splits each shared page between the processes sharing it, so PSS summed over
-processes is the real total. By kind (see ``mmlab.measure``): anonymous memory
+processes is the real total. By kind (see ``mmlab.proc``): anonymous memory
 (``rss_anon``) is the process's own, what copy-on-read costs; file-backed memory
 (``rss_file``) is page cache the kernel can reclaim; ``rss_shmem`` is shared memory. In
 every sample ``rss == rss_anon + rss_file + rss_shmem`` (one read of ``/proc/PID/status``);
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import psutil
 
-from mmlab.measure import MemoryByKind, memory_by_kind
+from mmlab.proc import MemoryByKind, memory_by_kind
 
 __all__ = ["RSSSampler", "file_memory"]
 

@@ -1,16 +1,13 @@
-"""Facts about this machine and a file system, read from /proc and /sys.
+"""Facts about this machine, read from /proc and /sys.
 
-The lower layer of ``mmlab.machine``: ``Fact`` (a value and where it came from) and
-``Unknown`` (why there is none), and the readers: CPUs, memory, cgroup limits (v1 and v2,
-from the process's own cgroup), resource limits, transparent huge pages, ``vm.*`` settings,
-the mount and block device under a path (its readahead), whether the kernel shows this
-process the page cache of files there (mincore), and which instruments this system has.
-``mmlab.probe`` measures what reading cannot tell.
+The lower layer of ``mmlab.machine``, with ``mmlab.facts`` (``Fact``, ``Unknown``) and
+``mmlab.fsinfo`` (the file system under a path): CPUs, memory, cgroup limits (v1 and v2,
+from the process's own cgroup), resource limits, transparent huge pages, ``vm.*`` settings
+and which instruments this system has. ``mmlab.probe`` measures what reading cannot tell.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import mmap
@@ -19,11 +16,10 @@ import platform
 import re
 import resource
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mmlab import pagecache
+from mmlab.facts import Fact, Info, Unknown, _from_file, format_size, read_value
+from mmlab.fsinfo import IN_MEMORY, _mounts, default_path, file_system_facts, mincore_trust
 
 __all__ = [
     "IN_MEMORY",
@@ -41,82 +37,10 @@ __all__ = [
 ]
 
 _PAGE = mmap.PAGESIZE
-_MAGICS = {  # statfs f_type of the file systems a course machine is likely to have
-    0x01021994: "tmpfs",
-    0x858458F6: "ramfs",
-    0xEF53: "ext2/3/4",
-    0x58465342: "xfs",
-    0x9123683E: "btrfs",
-    0x794C7630: "overlay",
-    0x6969: "nfs",
-    0x65735546: "fuse",
-    0x01021997: "9p",
-    0x2FC12FC1: "zfs",
-    0xFF534D42: "cifs",
-    0xFE534D42: "smb2",
-    0x73717368: "squashfs",
-    0x958458F6: "hugetlbfs",
-}
-IN_MEMORY = {"tmpfs", "ramfs", "hugetlbfs"}  # the page cache is the file: nothing to evict
 _SYS_CACHESTAT = 451  # the same on every Linux architecture but alpha
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 if _LIBC is not None:
     _LIBC.syscall.restype = ctypes.c_long
-
-
-@dataclass(frozen=True)
-class Fact:
-    """A value read from the system or measured here, and where it came from."""
-
-    value: Any
-    source: str
-    known = True
-
-    def __post_init__(self) -> None:
-        if self.value is None:
-            raise ValueError("a Fact needs a value; use Unknown(reason) for a missing one")
-
-    def to_json(self) -> dict:
-        return {"value": self.value, "source": self.source}
-
-
-@dataclass(frozen=True)
-class Unknown:
-    """A value this machine would not give, and why."""
-
-    reason: str
-    value = None
-    known = False
-
-    def to_json(self) -> dict:
-        return {"value": None, "unknown": self.reason}
-
-
-Info = Fact | Unknown
-
-
-def format_size(n: int) -> str:
-    """Bytes as a person reads them: GiB, MiB, KiB or bytes."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n:,} bytes"
-
-
-# ---------------------------------------------------------------- reading the system
-
-
-def read_value(path: str | Path) -> str:
-    """The stripped text of a small /proc or /sys file."""
-    with open(path) as f:
-        return f.read().strip()
-
-
-def _from_file(path: str, convert=int, what: str = "") -> Info:
-    try:
-        return Fact(convert(read_value(path)), f"{path}{what}")
-    except (OSError, ValueError) as exc:
-        return Unknown(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _bracketed(text: str) -> str:
@@ -125,11 +49,6 @@ def _bracketed(text: str) -> str:
     if not match:
         raise ValueError(f"no [choice] in {text!r}")
     return match.group(1)
-
-
-def _kernel_version() -> tuple[int, int]:
-    major, minor = re.match(r"(\d+)\.(\d+)", platform.release()).groups()
-    return int(major), int(minor)
 
 
 def _cpu_facts() -> dict[str, Info]:
@@ -188,35 +107,7 @@ def _rlimit(name: str) -> Info:
     return Fact({"soft": show(soft), "hard": show(hard)}, f"getrlimit({name})")
 
 
-# ---------------------------------------------------------------- mounts and cgroups
-
-
-@dataclass(frozen=True)
-class _Mount:
-    dev: str
-    root: str
-    point: str
-    options: str
-    fstype: str
-    source: str
-    superopts: str
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _mounts(proc: Path) -> list[_Mount]:
-    """The mounts of /proc/self/mountinfo (see proc_pid_mountinfo(5))."""
-    mounts = []
-    for line in (proc / "mountinfo").read_text().splitlines():
-        parts = line.split()
-        sep = parts.index("-")
-        fstype, source = parts[sep + 1], _unescape(parts[sep + 2])
-        superopts = parts[sep + 3] if len(parts) > sep + 3 else ""
-        root, point = _unescape(parts[3]), _unescape(parts[4])
-        mounts.append(_Mount(parts[2], root, point, parts[5], fstype, source, superopts))
-    return mounts
+# ---------------------------------------------------------------- cgroups
 
 
 def _cgroup_dirs(controller: str, proc: Path, prefix: Path) -> list[tuple[Path, Path, int]]:
@@ -313,178 +204,6 @@ def cgroup_cpu_limit(proc: Path = Path("/proc/self"), prefix: Path = Path("/")) 
     if read:
         return Fact("unlimited", f"no CPU quota in {read[0]} nor in its parents")
     return Unknown("no cpu controller for this process in /proc/self/cgroup and mountinfo")
-
-
-# ---------------------------------------------------------------- the file system
-
-
-def default_path() -> Path:
-    """Where the notebooks keep their data (``notebooks/data``, or the ``notebooks`` folder
-    before it exists), seen from the repository or from ``notebooks``; else the cwd."""
-    cwd = Path.cwd()
-    folder = cwd if cwd.name == "notebooks" else cwd / "notebooks"
-    if folder.is_dir():
-        return folder / "data" if (folder / "data").is_dir() else folder
-    return cwd
-
-
-def _statfs_magic(path: Path) -> int:
-    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field
-    if _LIBC.statfs(os.fsencode(path), buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"statfs failed on {path}: {os.strerror(err)}")
-    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
-
-
-def _mount_of(path: Path) -> _Mount:
-    """The mount holding ``path``: same device, longest mount point above it."""
-    st_dev = os.stat(path).st_dev
-    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
-    real = os.path.realpath(path)
-    above = [
-        m
-        for m in _mounts(Path("/proc/self"))
-        if real == m.point or real.startswith(m.point.rstrip("/") + "/")
-    ]
-    same = [m for m in above if m.dev == dev] or above
-    return max(reversed(same), key=lambda m: len(m.point))  # of stacked mounts, the top one
-
-
-_KINDS = (
-    ("/virtio", "virtio"),
-    ("/nvme", "NVMe"),
-    ("/block/loop", "loop"),
-    ("/block/dm-", "device-mapper"),
-    ("/block/md", "software RAID"),
-    ("/block/zram", "zram (compressed memory)"),
-    ("/block/mmcblk", "SD/eMMC"),
-    ("/usb", "USB"),
-    ("/block/xvd", "Xen"),
-    ("/ata", "SATA"),
-    ("/host", "SCSI"),
-)
-
-
-def _block_facts(path: Path, fstype: str) -> dict[str, Info]:
-    """The block device under ``path`` (the whole disk, if it is a partition): its kind,
-    and its readahead, from /sys/dev/block/MAJ:MIN."""
-    if fstype in IN_MEMORY:
-        reason = f"{fstype} keeps files in memory: there is no block device and no readahead"
-        return dict.fromkeys(("block_device", "read_ahead_kb"), Unknown(reason))
-    st_dev = os.stat(path).st_dev
-    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
-    node = Path("/sys/dev/block") / dev
-    if not node.exists():
-        bdi = Path("/sys/class/bdi") / dev / "read_ahead_kb"
-        reason = (
-            f"the file system ({fstype}) is on device {dev}, which is not a block device "
-            "(btrfs, overlay, network and FUSE file systems have no single disk)"
-        )
-        return {
-            "block_device": Unknown(reason),
-            "read_ahead_kb": _from_file(str(bdi), what=" (the file system's own readahead)")
-            if bdi.exists()
-            else Unknown(reason),
-        }
-    disk = node.resolve()
-    partition = None
-    if (disk / "partition").exists():
-        partition, disk = disk.name, disk.parent
-    text = str(disk)
-    kind = next((k for marker, k in _KINDS if marker in text), "disk")
-    detail = f"partition {partition}" if partition else ""
-    with contextlib.suppress(OSError):  # what is under a loop or device-mapper disk
-        if kind == "loop":
-            detail = f"backed by {read_value(disk / 'loop' / 'backing_file')}"
-        elif kind == "device-mapper":
-            under = ", ".join(sorted(p.name for p in (disk / "slaves").iterdir()))
-            detail = f"{read_value(disk / 'dm' / 'name')} over {under}"
-    disk_dev = read_value(disk / "dev")
-    value = {"name": disk.name, "kind": kind, "dev": disk_dev, "detail": detail}
-    return {
-        "block_device": Fact(value, f"{node} -> {disk}"),
-        "read_ahead_kb": _from_file(str(disk / "queue" / "read_ahead_kb")),
-    }
-
-
-def file_system_facts(path: Path) -> tuple[dict[str, Info], str]:
-    """The file system holding ``path``: type, mount, free space, block device, readahead;
-    and the type's name, which says whether the page cache can be evicted there."""
-    mount = _mount_of(path)
-    magic = _statfs_magic(path)
-    fstype = mount.fstype
-    if _MAGICS.get(magic) in IN_MEMORY:
-        fstype = _MAGICS[magic]  # statfs is the file system itself, whatever mountinfo says
-    vfs = os.statvfs(path)
-    facts = {
-        "filesystem": Fact(
-            fstype,
-            f"/proc/self/mountinfo ({mount.source} on {mount.point}); statfs f_type 0x{magic:x}",
-        ),
-        "mount_point": Fact(mount.point, f"/proc/self/mountinfo, options {mount.options}"),
-        "free_space": Fact(vfs.f_bavail * vfs.f_frsize, "statvfs(3): blocks free to this user"),
-    }
-    return facts | _block_facts(path, fstype), fstype
-
-
-def _hidden_by_rule(path: Path) -> str | None:
-    """Why mincore would fake "all cached" for this file, by the kernel's rule, or None.
-
-    Since Linux 5.2 mincore reports a file's page cache only to a process that owns it, has
-    CAP_FOWNER or could open it for writing; to any other it reports every page resident.
-    """
-    # pagecache is gaining this check, measured rather than by rule (issue 9, section 1):
-    # report() calls pagecache.cache_hidden instead where it exists.
-    if _kernel_version() < (5, 2):
-        return None
-    st = os.stat(path)
-    if st.st_uid == os.geteuid() or os.access(path, os.W_OK, effective_ids=True):
-        return None
-    try:
-        status = read_value("/proc/self/status")
-        cap_eff = int(re.search(r"CapEff:\s*([0-9a-f]+)", status).group(1), 16)
-    except (OSError, AttributeError):
-        cap_eff = 0
-    if cap_eff & (1 << 3):  # CAP_FOWNER
-        return None
-    return f"this process (uid {os.geteuid()}) neither owns it (uid {st.st_uid}) nor may write it"
-
-
-def mincore_trust(path: Path) -> Info:
-    """Whether mincore tells this process the truth about ``path`` (or the files in it)."""
-    hidden = getattr(pagecache, "cache_hidden", None)
-    how = "pagecache.cache_hidden" if hidden else "the kernel's rule (owner, CAP_FOWNER or write)"
-    check = hidden or _hidden_by_rule
-    if not (path.is_dir() or path.is_file()):
-        return Unknown(f"{path} is neither a regular file nor a folder")
-    try:
-        files = (
-            sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink())[:200]
-            if path.is_dir()
-            else [path]
-        )
-    except OSError as exc:
-        return Unknown(f"cannot list {path}: {exc.strerror or exc}")
-    hidden_files = []
-    for f in files:
-        try:
-            why = check(f)
-        except PermissionError:
-            continue  # a file this process cannot even read: it cannot map it either
-        except OSError as exc:
-            return Unknown(f"cannot check {f}: {exc.strerror or exc}")
-        if why:
-            hidden_files.append((f, why))
-    if hidden_files:
-        f, why = hidden_files[0]
-        more = f" and {len(hidden_files) - 1} more" if len(hidden_files) > 1 else ""
-        return Fact(
-            False,
-            f"{how}: {f}{more}: {why}; since Linux 5.2 mincore reports every page of such a "
-            "file cached",
-        )
-    where = f"every file in {path} and the ones you create there" if path.is_dir() else str(path)
-    return Fact(True, f"{how}: the kernel shows this process the page cache of {where}")
 
 
 def _cachestat_exists() -> Info:

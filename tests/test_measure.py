@@ -269,7 +269,8 @@ def test_every_value_is_measured_or_explained(tmp_path):
 
 def test_an_unreadable_counter_is_none_with_its_reason(monkeypatch, tmp_path):
     measure_module = importlib.import_module("mmlab.measure")  # mmlab.measure is the class
-    monkeypatch.setattr(measure_module, "_IO", measure_module._SelfFile("no-such-counter"))
+    proc = importlib.import_module("mmlab.proc")
+    monkeypatch.setattr(measure_module, "_IO", proc._SelfFile("no-such-counter"))
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(PAGE))
     with measure(memory_kinds=True, uss_pss=True, file=path) as m:
