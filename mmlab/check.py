@@ -116,12 +116,22 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_4_1",
-            "Which counter of `measure()` shows a cold read went to storage even when the "
-            "major-fault count is tiny?",
-            _is_word("read_bytes", "storage", "storage bytes"),
-            lambda: "read_bytes",
-            "read_bytes counts what the process fetched from storage; one major fault with "
-            "readahead can bring in megabytes, so faults alone undercount I/O.",
+            "Which counter shows a cold read went to storage even when the major-fault count "
+            "is tiny? (Its name in the race's rows, or in `measure()`.)",
+            _is_word(
+                "storage_bytes",
+                "storage bytes",
+                "storage mib",
+                "storage",
+                "read_bytes",
+                "read bytes",
+                "row.storage_bytes",
+                "m.read_bytes",
+            ),
+            lambda: "storage_bytes",
+            "storage_bytes (the race table's 'storage MiB'; measure() calls it read_bytes) "
+            "counts what the process fetched from storage; one major fault with read-around "
+            "can bring in megabytes, so faults alone undercount I/O.",
         ),
         Exercise(
             "exercise_4_2",

@@ -15,6 +15,7 @@ runs the interleaved rounds that fill it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape
@@ -23,10 +24,18 @@ import numpy as np
 
 from mmlab.measure import Measurement, format_count
 
-__all__ = ["COUNTERS", "BenchResult", "Row", "Spread"]
+__all__ = ["CLOSE", "COUNTERS", "QUICK_NOTE", "BenchResult", "Row", "Spread"]
 
 # The counters a Row holds per call, in the order of its table and records.
 COUNTERS = ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta")
+
+
+# What quick mode (a small file, few rounds) cannot promise, said wherever it prints verdicts.
+QUICK_NOTE = (
+    "quick mode (MMLAB_QUICK=1: a small file, few rounds): a speed against the memory copy, "
+    "and a ratio within 15% of 1, can come out the other way in a full-size run"
+)
+CLOSE = 0.15  # a ratio within this of 1 is a close call
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,14 @@ class Spread:
             return f"{below} in {n - k} of {n} rounds"
         return f"no clear difference ({above} in {k} of {n} rounds)"
 
-    def text(self, spec: str = ".3g", unit: str = "") -> str:
-        """``median[unit] [q1–q3]``: ``spread.text(".2f", "x")`` gives ``1.25x [1.20–1.31]``."""
+    def text(self, spec: str = ".3g", unit: str = "", than: float | None = None) -> str:
+        """``median[unit] [q1–q3]``: ``spread.text(".2f", "x")`` gives ``1.25x [1.20–1.31]``.
+
+        With ``than`` (1 for a ratio), digits are added until no value rounds onto or across
+        it: an IQR wholly below 1 never reads ``[0.96–1.00]`` but ``[0.965–0.999]``.
+        """
+        values = (self.median, self.q1, self.q3)
+        spec = _side_spec(spec, values, than)
         return f"{self.median:{spec}}{unit} [{self.q1:{spec}}–{self.q3:{spec}}]"
 
     def __format__(self, spec: str) -> str:
@@ -172,6 +187,59 @@ class BenchResult:
             for sa, sb in zip(ra.seconds.samples, rb.seconds.samples, strict=True)
         )
 
+    def ranked(self) -> list[Row]:
+        """The rows by median rate, fastest first (by median time without sizes)."""
+        if all(row.rate is not None for row in self.rows):
+            return sorted(self.rows, key=lambda row: -row.rate.median)
+        return sorted(self.rows, key=lambda row: row.seconds.median)
+
+    def lead(self, a: str, b: str) -> str:
+        """``a`` against ``b`` round by round, in words that agree with the medians.
+
+        ``"ahead of b in 5 of 5 rounds (1.12x [1.10–1.13])"``, ``"behind b ..."`` or ``"no
+        clear difference from b (...)"``. Where the per-round ratio points one way and the
+        median speeds the other (possible: medians of separate rows are not the median of
+        their ratio), the text says so instead of leaving a contradiction.
+        """
+        ratio = self.relative(a, b)
+        n, k = len(ratio.samples), ratio.count_above(1.0)
+        shown = ratio.text(".2f", "x", than=1.0)
+        if ratio.q1 > 1:
+            text = f"ahead of {b} in {k} of {n} rounds ({shown})"
+        elif ratio.q3 < 1:
+            text = f"behind {b} in {n - k} of {n} rounds ({shown})"
+        else:
+            return f"no clear difference from {b} (ahead in {k} of {n} rounds, {shown})"
+        ra, rb = self[a], self[b]
+        if ra.rate is not None and rb.rate is not None:
+            higher = ra.rate.median > rb.rate.median
+            if higher != (ratio.q1 > 1):
+                owner = "its" if higher else f"{b}'s"
+                text += (
+                    f", though {owner} median speed is the higher: the rounds and the "
+                    "medians disagree, so neither is clearly faster"
+                )
+        return text
+
+    def podium(self) -> str:
+        """This run's fastest and slowest rows, each against its neighbour round by round."""
+        ranked = self.ranked()
+        if len(ranked) < 2:
+            return f"only {ranked[0].name} ran" if ranked else "nothing ran"
+        first, second, before, last = ranked[0], ranked[1], ranked[-2], ranked[-1]
+        return (
+            f"fastest here (highest median): {first.name}, {self._speed(first)}, "
+            f"{self.lead(first.name, second.name)}\n"
+            f"slowest here (lowest median): {last.name}, {self._speed(last)}, "
+            f"{self.lead(last.name, before.name)}"
+        )
+
+    @staticmethod
+    def _speed(row: Row) -> str:
+        if row.rate is None:
+            return f"{row.seconds.median * 1e3:.3g} ms"
+        return f"{row.rate.scaled(1e-9).median:.2f} GB/s"
+
     def fastest(self) -> Row:
         """The row with the highest median rate (or the lowest median time, without sizes)."""
         if all(row.rate is not None for row in self.rows):
@@ -182,11 +250,15 @@ class BenchResult:
         """Each row against the reference, and whether every row saw the same checksum."""
         lines = []
         ref = self.reference
+        if len(self.rows) >= 2:
+            lines.append(self.podium())
         for row in self.rows:
             if row.of_reference is not None:
                 speed = row.of_reference.verdict(above="faster", below="slower")
-                ratio = row.of_reference.text(".2f", "x")
+                ratio = row.of_reference.text(".2f", "x", than=1.0)
                 lines.append(f"{row.name}: {ratio} the speed of {ref.name}: {speed}")
+        if self.quick and ref is not None:
+            lines.append(QUICK_NOTE)
         sums = {row.checksum for row in self.rows if row.checksum is not None}
         if sums:
             same = len(sums) == 1 and all(row.checksum is not None for row in self.rows)
@@ -209,7 +281,7 @@ class BenchResult:
             columns.append(
                 (
                     f"x {self.reference.name} [IQR]",
-                    lambda r: "1" if r.is_reference else _spread(r.of_reference, 1.0),
+                    lambda r: "1" if r.is_reference else _spread(r.of_reference, 1.0, 1.0),
                 )
             )
         columns += [
@@ -329,19 +401,45 @@ def _time_unit(seconds: float) -> tuple[str, float]:
     return "µs", 1e6
 
 
-def _num(x: float) -> str:
-    """Three significant digits, no exponent: 0.0123, 1.23, 123, 12,300."""
+def _num(x: float, than: float | None = None) -> str:
+    """Three significant digits, no exponent: 0.0123, 1.23, 123, 12,300.
+
+    With ``than``, more digits where three would round ``x`` onto or across it.
+    """
     if not math.isfinite(x) or x == 0:
         return f"{x:g}"
     digits = max(0, 2 - math.floor(math.log10(abs(x))))
-    return f"{x:,.{digits}f}"
+    return f"{x:{_side_spec(f',.{digits}f', (x,), than)}}"
 
 
-def _spread(spread: Spread | None, scale: float) -> str:
+def _side_spec(spec: str, values, than: float | None, most: int = 6) -> str:
+    """``spec`` with more decimals (up to ``most`` more) until each value keeps its side.
+
+    A value below ``than`` must not print as ``than`` or above it, nor one above as below.
+    Only specs ending in ``.Nf`` or ``.Ng`` are widened; others are returned as they are.
+    """
+    match = re.fullmatch(r"(.*\.)(\d+)([fg])", spec)
+    if than is None or match is None:
+        return spec
+    head, digits, kind = match.group(1), int(match.group(2)), match.group(3)
+    for extra in range(most + 1):
+        candidate = f"{head}{digits + extra}{kind}"
+        if all(_same_side(v, float(f"{v:{candidate}}".replace(",", "")), than) for v in values):
+            return candidate
+    return candidate
+
+
+def _same_side(value: float, shown: float, than: float) -> bool:
+    if not math.isfinite(value):
+        return True
+    return (value > than) == (shown > than) and (value < than) == (shown < than)
+
+
+def _spread(spread: Spread | None, scale: float, than: float | None = None) -> str:
     if spread is None:
         return "n/a"
     s = spread.scaled(scale)
-    return f"{_num(s.median)} [{_num(s.q1)}–{_num(s.q3)}]"
+    return f"{_num(s.median, than)} [{_num(s.q1, than)}–{_num(s.q3, than)}]"
 
 
 def _mib(value: int | None) -> str:

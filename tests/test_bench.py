@@ -365,3 +365,53 @@ def test_sample_file_and_touch_pages(tmp_path):
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         total = bench.touch_pages(mm, [0, 3, 9])
     assert total == data[0] + data[3 * mmap.PAGESIZE] + data[9 * mmap.PAGESIZE]
+
+
+def test_the_fastest_is_never_called_ahead_when_the_rounds_put_it_behind():
+    clock = FakeClock()
+    # a's median time is the lower (2.0 against 2.5), yet a is slower in 4 of the 5 rounds
+    funcs = {"a": clock.takes(1, 1, 2, 5, 5), "b": clock.takes(0.9, 0.9, 2.5, 4.9, 4.9)}
+    result = bench.compare(funcs, repeats=5, warmup=0, timer=clock, nbytes=100)
+    assert [row.name for row in result.ranked()] == ["a", "b"]
+    text = result.lead("a", "b")
+    assert text.startswith("behind b in 4 of 5 rounds") and "neither is clearly faster" in text
+    assert "ahead" not in text
+    podium = result.podium()
+    assert podium.startswith("fastest here (highest median): a") and "slowest here" in podium
+    sweep = bench.sweep_summary({})
+    assert sweep == ""
+
+
+def test_ratios_never_round_onto_the_other_side_of_one():
+    spread = bench.Spread.of([0.998, 0.965, 0.999, 0.97, 0.9999])
+    assert spread.text(".2f", "x") == "1.00x [0.97–1.00]"  # as plain rounding shows it
+    shown = spread.text(".2f", "x", than=1.0)
+    assert shown == "0.998x [0.970–0.999]"
+    assert spread.verdict() == "lower in 5 of 5 rounds"
+    assert bench.Spread.of([1.0004, 1.2, 1.3]).text(".2f", than=1.0).startswith("1.20 [1.1")
+    from mmlab.stats import _num
+
+    assert _num(0.9996) == "1.000" and _num(0.9996, than=1.0) == "0.9996"
+
+
+def test_sweep_explained_computes_its_reasons(data_file):
+    table = {
+        (pattern, cache, block): bench.read_vs_mmap(
+            data_file,
+            pattern=pattern,
+            cache=cache,
+            block_size=block,
+            repeats=1,
+            copy_bytes=SMALL_COPY,
+        )
+        for pattern, cache in (("sequential", "warm"), ("random", "cold"))
+        for block in (4096, 65536)
+    }
+    assert "772 blocks of 4 KiB" in table["sequential", "warm", 4096].title
+    text = bench.sweep_explained(table, read_ahead_kb=128)
+    assert "mmap slice against read, round by round" in text
+    assert "What one block costs beyond its bytes" in text and "µs" in text
+    assert "Pages mapped per minor fault" in text and "pages per fault here" in text
+    assert "read_ahead_kb of this file's disk: 128 KiB" in text
+    assert "holds 32 blocks of 4 KiB" in text
+    assert "unknown" in bench.sweep_explained(table)

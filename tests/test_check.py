@@ -46,3 +46,10 @@ def test_no_answer_repeats_the_question(capsys):
 def test_forgiving_spelling():
     assert check.exercise_1_1("mmap.ACCESS_COPY") and check.exercise_6_2(" rss ")
     assert check.exercise_2_1([8192, 0, 4096, 65536] if mmap.ALLOCATIONGRANULARITY == 4096 else [])
+
+
+def test_exercise_4_1_takes_either_name_of_the_counter():
+    # the race's rows say storage_bytes (column "storage MiB"); measure() says read_bytes
+    for answer in ("storage_bytes", "Storage MiB", "read_bytes", "m.read_bytes"):
+        assert check.exercise_4_1(answer), answer
+    assert not check.exercise_4_1("minor_faults")
