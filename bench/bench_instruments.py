@@ -31,7 +31,7 @@ from collections.abc import Callable
 import psutil
 
 from mmlab import RSSSampler, measure
-from mmlab.sampler import _descendants
+from mmlab.instruments.sampler import _descendants
 
 QUICK = os.environ.get("MMLAB_QUICK") == "1"
 ROUNDS = 5 if QUICK else 15

@@ -1,15 +1,24 @@
 """mmlab: learn how memory-mapped files really behave, measured.
 
-The package holds a memory-mapped record store (``RecordStore``), the blog example's own
-file layout (``mmlab.seedformat``) and, in submodules imported on demand, QM9 loading and
-the instruments. ``import mmlab`` stays light: numpy and psutil, never torch or matplotlib.
+The package is grouped by concept, and imports flow one way (the course and the CLI use the
+rest; the instruments never import the store or QM9):
+
+- ``mmlab.store``: the memory-mapped record store (``RecordStore``);
+- ``mmlab.instruments``: faults, storage bytes, memory, the page cache, read() vs mmap,
+  alignment, live plots, and the report of the machine;
+- ``mmlab.data``: QM9 offline, a PyTorch dataset over a store, the blog example's layout;
+- ``mmlab.course``: the notebooks' self-checks and ``mmlab doctor``'s advice per lab.
+
+The modules notebooks use most are short attributes too: ``from mmlab import pagecache,
+bench, qm9`` imports them on first use. ``import mmlab`` stays light: numpy and psutil,
+never torch or matplotlib.
 """
 
 from __future__ import annotations
 
-from mmlab.measure import Measurement, measure
-from mmlab.pagecache import EvictionWarning
-from mmlab.sampler import RSSSampler
+from mmlab.instruments.measure import Measurement, measure
+from mmlab.instruments.pagecache import EvictionWarning
+from mmlab.instruments.sampler import RSSSampler
 from mmlab.store import (
     CorruptStoreError,
     NoSpaceError,
@@ -45,3 +54,40 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Each module by its short name, imported on first use (PEP 562), so that
+# ``from mmlab import bench`` works without ``import mmlab`` importing every module.
+_SHORT_NAMES = {
+    **dict.fromkeys(
+        [
+            "access",
+            "align",
+            "bench",
+            "cachestat",
+            "compare",
+            "facts",
+            "fsinfo",
+            "live",
+            "machine",
+            "pagecache",
+            "probe",
+            "proc",
+            "sampler",
+            "stats",
+            "sweep",
+            "sysinfo",
+            "visibility",
+        ],
+        "instruments",
+    ),
+    **dict.fromkeys(["dataset", "qm9", "seedformat"], "data"),
+    **dict.fromkeys(["advice", "check", "doctor"], "course"),
+}
+
+
+def __getattr__(name: str):
+    if name in _SHORT_NAMES:
+        import importlib
+
+        return importlib.import_module(f"mmlab.{_SHORT_NAMES[name]}.{name}")
+    raise AttributeError(f"module 'mmlab' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.measure import Measurement, format_count, measure
+from mmlab.instruments.measure import Measurement, format_count, measure
 from mmlab.store import RecordStore, StoreError
 
 __all__ = ["main"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmlab import bench
-from mmlab.measure import Measurement
+from mmlab.instruments.measure import Measurement
 
 SMALL_COPY = 2**20  # the memory-copy reference, kept small in tests
 
@@ -175,7 +175,7 @@ def test_missing_counters_are_none_with_a_reason(monkeypatch):
     def no_counters(label="", file=None):
         yield Measurement(label=label, wall_s=0.001)  # no faults, no I/O counters
 
-    monkeypatch.setattr("mmlab.compare.measure", no_counters)
+    monkeypatch.setattr("mmlab.instruments.compare.measure", no_counters)
     row = bench.compare({"a": lambda: None}, repeats=1).rows[0]
     for key in ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta"):
         assert getattr(row, key) is None and row.unavailable[key]
@@ -389,7 +389,7 @@ def test_ratios_never_round_onto_the_other_side_of_one():
     assert shown == "0.998x [0.970–0.999]"
     assert spread.verdict() == "lower in 5 of 5 rounds"
     assert bench.Spread.of([1.0004, 1.2, 1.3]).text(".2f", than=1.0).startswith("1.20 [1.1")
-    from mmlab.stats import _num
+    from mmlab.instruments.stats import _num
 
     assert _num(0.9996) == "1.000" and _num(0.9996, than=1.0) == "0.9996"
 

@@ -78,7 +78,7 @@ def test_demo_with_nothing_to_do(capsys):
 
 
 def test_doctor_json_has_every_fact_measured_or_unknown_with_a_reason(tmp_path):
-    from mmlab.machine import FACT_KEYS
+    from mmlab.instruments.machine import FACT_KEYS
 
     result = subprocess.run(
         [sys.executable, "-m", "mmlab", "doctor", str(tmp_path), "--json"],

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 from conftest import smiles_of, value_row
 
-from mmlab.dataset import StoreDataset
+from mmlab.data.dataset import StoreDataset
 
 
 def test_items_and_pickling(filled):

@@ -6,7 +6,7 @@ import nbformat
 from nbclient import NotebookClient
 
 CELLS = [
-    "%matplotlib inline\nimport numpy as np\nfrom mmlab.live import LiveFigure",
+    "%matplotlib inline\nimport numpy as np\nfrom mmlab.instruments.live import LiveFigure",
     "values = []\n"
     "def draw(ax):\n"
     "    ax.clear()\n"
@@ -38,7 +38,7 @@ def test_live_figure_outside_a_notebook():
     import matplotlib
 
     matplotlib.use("Agg")
-    from mmlab.live import LiveFigure
+    from mmlab.instruments.live import LiveFigure
 
     calls = []
     live = LiveFigure(lambda ax: calls.append(ax), every=10)

@@ -20,7 +20,7 @@ import pytest
 from conftest import run_in_child
 
 from mmlab import doctor, machine
-from mmlab.machine import FACT_KEYS, Fact, Unknown
+from mmlab.instruments.machine import FACT_KEYS, Fact, Unknown
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="mmlab.machine reads Linux's /proc and /sys"

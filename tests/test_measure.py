@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mmlab import pagecache
-from mmlab.measure import Measurement, measure
+from mmlab.instruments.measure import Measurement, measure
 
 PAGE = mmap.PAGESIZE
 
@@ -100,7 +100,7 @@ def test_missing_counters_show_as_not_available():
 
 
 def test_counters_subtract_to_a_change():
-    from mmlab.measure import counters
+    from mmlab.instruments.measure import counters
 
     fresh = mmap.mmap(-1, 16 * 2**20)  # not malloc, whose arenas may already be resident
     start = counters()
@@ -212,7 +212,7 @@ def test_kinds_add_up_to_rss_from_one_read():
 
 
 def test_memory_by_kind_of_another_process():
-    from mmlab.measure import memory_by_kind
+    from mmlab.instruments.measure import memory_by_kind
 
     code = "b = bytearray(100 * 2**20); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True)"
     with subprocess.Popen(
@@ -230,7 +230,7 @@ def test_memory_by_kind_of_another_process():
 
 
 def test_memory_by_kind_of_a_zombie_and_of_no_process():
-    from mmlab.measure import memory_by_kind
+    from mmlab.instruments.measure import memory_by_kind
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 30
@@ -268,8 +268,9 @@ def test_every_value_is_measured_or_explained(tmp_path):
 
 
 def test_an_unreadable_counter_is_none_with_its_reason(monkeypatch, tmp_path):
-    measure_module = importlib.import_module("mmlab.measure")  # mmlab.measure is the class
-    proc = importlib.import_module("mmlab.proc")
+    # mmlab.measure is the measuring class; the module is imported by its path
+    measure_module = importlib.import_module("mmlab.instruments.measure")
+    proc = importlib.import_module("mmlab.instruments.proc")
     monkeypatch.setattr(measure_module, "_IO", proc._SelfFile("no-such-counter"))
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(PAGE))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 
-from mmlab.facts import format_size as _size
+from mmlab.instruments.facts import format_size as _size
 
 __all__ = ["VERDICTS", "Advice", "advice_html"]
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmlab.stats import CLOSE, QUICK_NOTE, BenchResult, _side_spec
+from mmlab.instruments.stats import CLOSE, QUICK_NOTE, BenchResult, _side_spec
 
 __all__ = ["REFERENCE", "plot_sweep", "size_label", "sweep_explained", "sweep_summary"]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.cachestat import (
+from mmlab.instruments.cachestat import (
     _CACHESTAT_RULE_SINCE,
     CacheSampler,
     CacheStats,
@@ -40,7 +40,7 @@ from mmlab.cachestat import (
     _cachestat,
     cache_stats,
 )
-from mmlab.visibility import (
+from mmlab.instruments.visibility import (
     _HIDDEN_SINCE,
     PAGE_SIZE,
     PageCacheHiddenError,

@@ -27,9 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab import pagecache
-from mmlab.access import _MADVICE, PATTERNS, access_order, mapped, sample_file, touch_pages
-from mmlab.compare import (
+from mmlab.instruments import pagecache
+from mmlab.instruments.access import (
+    _MADVICE,
+    PATTERNS,
+    access_order,
+    mapped,
+    sample_file,
+    touch_pages,
+)
+from mmlab.instruments.compare import (
     DEFAULT_REPEATS,
     MIN_STABLE_REPEATS,
     QUICK_REPEATS,
@@ -39,7 +46,13 @@ from mmlab.compare import (
     compare,
     default_repeats,
 )
-from mmlab.sweep import REFERENCE, plot_sweep, size_label, sweep_explained, sweep_summary
+from mmlab.instruments.sweep import (
+    REFERENCE,
+    plot_sweep,
+    size_label,
+    sweep_explained,
+    sweep_summary,
+)
 
 __all__ = [
     "DEFAULT_REPEATS",

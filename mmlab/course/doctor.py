@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from mmlab.advice import (
+from mmlab.course.advice import (
     CLEAR,
     DIFFERENT,
     NOT_SHOWN,
@@ -30,7 +30,7 @@ from mmlab.advice import (
     _storage_counter,
     advice_html,
 )
-from mmlab.facts import format_size as _size
+from mmlab.instruments.facts import format_size as _size
 
 __all__ = ["VERDICTS", "Advice", "advice_html", "advise"]
 

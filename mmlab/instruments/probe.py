@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab import pagecache
-from mmlab.sysinfo import IN_MEMORY, Fact, Info, Unknown, format_size, read_value
+from mmlab.instruments import pagecache
+from mmlab.instruments.sysinfo import IN_MEMORY, Fact, Info, Unknown, format_size, read_value
 
 __all__ = ["PROBE_KEYS", "memory_copy", "probe", "unknown"]
 

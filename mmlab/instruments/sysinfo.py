@@ -18,8 +18,14 @@ import resource
 import sys
 from pathlib import Path
 
-from mmlab.facts import Fact, Info, Unknown, _from_file, format_size, read_value
-from mmlab.fsinfo import IN_MEMORY, _mounts, default_path, file_system_facts, mincore_trust
+from mmlab.instruments.facts import Fact, Info, Unknown, _from_file, format_size, read_value
+from mmlab.instruments.fsinfo import (
+    IN_MEMORY,
+    _mounts,
+    default_path,
+    file_system_facts,
+    mincore_trust,
+)
 
 __all__ = [
     "IN_MEMORY",

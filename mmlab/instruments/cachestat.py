@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.visibility import (
+from mmlab.instruments.visibility import (
     _HIDDEN_SINCE,
     PAGE_SIZE,
     PageCacheHiddenError,
@@ -332,6 +332,6 @@ class CacheSampler:
 
     def live(self, every: float = 0.25, **figure_kwargs):
         """A ``mmlab.live.LiveFigure`` that redraws this sampler's plot on ``update()``."""
-        from mmlab.live import LiveFigure
+        from mmlab.instruments.live import LiveFigure
 
         return LiveFigure(lambda ax: self.plot(ax), every=every, **figure_kwargs)

@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from mmlab import doctor, probe, sysinfo
-from mmlab.sysinfo import Fact, Info, Unknown, format_size
+from mmlab.course import doctor
+from mmlab.instruments import probe, sysinfo
+from mmlab.instruments.sysinfo import Fact, Info, Unknown, format_size
 
 __all__ = ["FACT_KEYS", "Fact", "MachineReport", "Unknown", "fingerprint", "report"]
 

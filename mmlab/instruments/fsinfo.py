@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmlab import pagecache
-from mmlab.facts import Fact, Info, Unknown, _from_file, read_value
+from mmlab.instruments import pagecache
+from mmlab.instruments.facts import Fact, Info, Unknown, _from_file, read_value
 
 __all__ = ["IN_MEMORY", "default_path", "file_system_facts", "mincore_trust"]
 

@@ -24,8 +24,8 @@ import os
 import statistics
 from collections.abc import Callable, Mapping
 
-from mmlab.measure import Measurement, measure
-from mmlab.stats import COUNTERS, BenchResult, Row, Spread, _rounds, _speed_ratio
+from mmlab.instruments.measure import Measurement, measure
+from mmlab.instruments.stats import COUNTERS, BenchResult, Row, Spread, _rounds, _speed_ratio
 
 __all__ = [
     "DEFAULT_REPEATS",

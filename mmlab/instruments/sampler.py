@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import psutil
 
-from mmlab.proc import MemoryByKind, memory_by_kind
+from mmlab.instruments.proc import MemoryByKind, memory_by_kind
 
 __all__ = ["RSSSampler", "file_memory"]
 
@@ -413,7 +413,7 @@ class RSSSampler:
         **figure_kwargs,
     ):
         """A ``mmlab.live.LiveFigure`` that redraws this sampler's plot on ``update()``."""
-        from mmlab.live import LiveFigure
+        from mmlab.instruments.live import LiveFigure
 
         return LiveFigure(
             lambda ax: self.plot(ax, series, stack=stack), every=every, **figure_kwargs

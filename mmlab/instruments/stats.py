@@ -22,7 +22,7 @@ from html import escape
 
 import numpy as np
 
-from mmlab.measure import Measurement, format_count
+from mmlab.instruments.measure import Measurement, format_count
 
 __all__ = ["CLOSE", "COUNTERS", "QUICK_NOTE", "BenchResult", "Row", "Spread"]
 

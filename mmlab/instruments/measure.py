@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmlab import pagecache
-from mmlab.proc import (
+from mmlab.instruments import pagecache
+from mmlab.instruments.proc import (
     _IO,
     _KIND_NAMES,
     _PSS_NAMES,
