@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmlab.instruments.live import draw_marks
 from mmlab.instruments.visibility import (
     _HIDDEN_SINCE,
     PAGE_SIZE,
@@ -311,18 +312,7 @@ class CacheSampler:
         for name in series:
             pages = rows[:, 1 + _SAMPLED.index(name)]
             ax.plot(rows[:, 0], pages * PAGE_SIZE / 2**20, label=name, drawstyle="steps-post")
-        for at, label in self._marks:
-            ax.axvline(at, color="0.6", linestyle=":", linewidth=1)
-            ax.annotate(
-                label,
-                (at, 1),
-                xycoords=("data", "axes fraction"),
-                rotation=90,
-                va="top",
-                ha="right",
-                fontsize=8,
-                color="0.35",
-            )
+        draw_marks(ax, self._marks)
         ax.set_xlabel("time (s)")
         ax.set_ylabel(f"MiB ({PAGE_SIZE // 1024} KiB pages)")
         ax.set_title(f"page cache of {self.path.name}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["LiveFigure"]
+__all__ = ["LiveFigure", "draw_marks"]
 
 
 class LiveFigure:
@@ -89,3 +89,19 @@ class LiveFigure:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def draw_marks(ax, marks: list[tuple[float, str]]) -> None:
+    """A dotted line and a label at each ``(time, label)`` mark a sampler recorded."""
+    for at, label in marks:
+        ax.axvline(at, color="0.6", linestyle=":", linewidth=1)
+        ax.annotate(
+            label,
+            (at, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="0.35",
+        )

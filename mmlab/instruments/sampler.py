@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import psutil
 
+from mmlab.instruments.live import draw_marks
 from mmlab.instruments.proc import MemoryByKind, memory_by_kind
 
 __all__ = ["RSSSampler", "file_memory"]
@@ -386,18 +387,7 @@ class RSSSampler:
             if name not in recorded:
                 raise KeyError(f"no series {name!r}; this sampler recorded {sorted(recorded)}")
             ax.plot(times, recorded[name] / 2**20, label=name.replace("_", " "))
-        for at, label in self._marks:
-            ax.axvline(at, color="0.6", linestyle=":", linewidth=1)
-            ax.annotate(
-                label,
-                (at, 1),
-                xycoords=("data", "axes fraction"),
-                rotation=90,
-                va="top",
-                ha="right",
-                fontsize=8,
-                color="0.35",
-            )
+        draw_marks(ax, self._marks)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("MiB")
         if ax.get_legend_handles_labels()[0]:
