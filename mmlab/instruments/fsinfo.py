@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import platform
 import re
 import sys
 from dataclasses import dataclass
@@ -42,11 +41,6 @@ _MAGICS = {  # statfs f_type of the file systems a course machine is likely to h
 IN_MEMORY = {"tmpfs", "ramfs", "hugetlbfs"}  # the page cache is the file: nothing to evict
 # statfs, for the file system's own word on its type (mountinfo can name the mount only)
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _kernel_version() -> tuple[int, int]:
-    major, minor = re.match(r"(\d+)\.(\d+)", platform.release()).groups()
-    return int(major), int(minor)
 
 
 @dataclass(frozen=True)
@@ -186,34 +180,9 @@ def file_system_facts(path: Path) -> tuple[dict[str, Info], str]:
     return facts | _block_facts(path, fstype), fstype
 
 
-def _hidden_by_rule(path: Path) -> str | None:
-    """Why mincore would fake "all cached" for this file, by the kernel's rule, or None.
-
-    Since Linux 5.2 mincore reports a file's page cache only to a process that owns it, has
-    CAP_FOWNER or could open it for writing; to any other it reports every page resident.
-    """
-    # pagecache is gaining this check, measured rather than by rule (issue 9, section 1):
-    # report() calls pagecache.cache_hidden instead where it exists.
-    if _kernel_version() < (5, 2):
-        return None
-    st = os.stat(path)
-    if st.st_uid == os.geteuid() or os.access(path, os.W_OK, effective_ids=True):
-        return None
-    try:
-        status = read_value("/proc/self/status")
-        cap_eff = int(re.search(r"CapEff:\s*([0-9a-f]+)", status).group(1), 16)
-    except (OSError, AttributeError):
-        cap_eff = 0
-    if cap_eff & (1 << 3):  # CAP_FOWNER
-        return None
-    return f"this process (uid {os.geteuid()}) neither owns it (uid {st.st_uid}) nor may write it"
-
-
 def mincore_trust(path: Path) -> Info:
     """Whether mincore tells this process the truth about ``path`` (or the files in it)."""
-    hidden = getattr(pagecache, "cache_hidden", None)
-    how = "pagecache.cache_hidden" if hidden else "the kernel's rule (owner, CAP_FOWNER or write)"
-    check = hidden or _hidden_by_rule
+    check, how = pagecache.cache_hidden, "pagecache.cache_hidden"
     if not (path.is_dir() or path.is_file()):
         return Unknown(f"{path} is neither a regular file nor a folder")
     try:
