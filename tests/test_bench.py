@@ -415,3 +415,57 @@ def test_sweep_explained_computes_its_reasons(data_file):
     assert "read_ahead_kb of this file's disk: 128 KiB" in text
     assert "holds 32 blocks of 4 KiB" in text
     assert "unknown" in bench.sweep_explained(table)
+
+
+def test_few_rounds_need_every_round_to_agree():
+    # three rounds, IQR above 1 but one round below: not clear with fewer than 5 rounds
+    assert bench.Spread.of([1.22, 1.27, 0.98]).verdict().startswith("no clear difference")
+    assert bench.Spread.of([1.22, 1.27, 1.04]).verdict() == "higher in 3 of 3 rounds"
+    five = bench.Spread.of([1.2, 1.3, 1.25, 1.22, 0.9])  # IQR above 1: enough rounds
+    assert five.verdict() == "higher in 4 of 5 rounds"
+
+
+def _fake(pattern, cache, block, seconds, size=2**25, quick=True, major=0, storage=0):
+    """A sweep entry: per method its per-round times; the reference takes 0.01 s a round."""
+    from mmlab.instruments.stats import BenchResult, Row, Spread
+
+    rows = [
+        Row(
+            name,
+            Spread.of(times),
+            rate=Spread.of(size / t for t in times),
+            of_reference=Spread.of(size / t / (size / 0.01) for t in times),
+            major_faults=major if name == "mmap slice" else 0,
+            minor_faults=16,
+            storage_bytes=storage,
+            nbytes=size,
+        )
+        for name, times in seconds.items()
+    ]
+    n = len(next(iter(seconds.values())))
+    ref = Row("memory copy", Spread.of([0.01] * n), nbytes=size, is_reference=True)
+    return BenchResult(rows, ref, n, [], params={"size": size, "block_size": block}, quick=quick)
+
+
+def test_sweep_texts_quick_warm_cold_sequential_and_read_around():
+    slow, fast = {"read": [0.02] * 3, "mmap slice": [0.015] * 3}, {"read": [0.01] * 3}
+    fast["mmap slice"] = [0.008] * 3
+    cold = {"read": [0.14] * 3, "mmap slice": [0.12] * 3}
+    table = {
+        ("sequential", "warm", 4096): _fake("sequential", "warm", 4096, slow),
+        ("sequential", "warm", 2**20): _fake("sequential", "warm", 2**20, fast),
+        ("sequential", "cold", 4096): _fake("sequential", "cold", 4096, cold),
+        ("random", "cold", 4096): _fake("random", "cold", 4096, cold, major=5, storage=2**25),
+    }
+    summary = bench.sweep_summary(table)
+    assert "quick mode, warm races" in summary and "warm sequential 1,024 KiB 1.25x" in summary
+    explained = bench.sweep_explained(table, read_ahead_kb=8192)
+    assert "quick mode, warm races" in explained
+    assert "two system calls (lseek, then read)" in explained
+    assert "leftover tail bytes" not in explained  # the memmap sum did not run here
+    # read's per-block cost: (0.02 - 0.01) / (8192 - 32) blocks, times 8,192 blocks
+    assert "read's 1.23 µs x 8,192 blocks = 10 ms of a 140 ms call (7%)" in explained
+    assert "storage set the pace: read's per-block cost is under 10%" in explained
+    assert "less than one 8,192 KiB window per major fault here" in explained
+    assert "full-size run can map more pages" not in explained  # 512 pages: the most
+    assert "less than one" not in bench.sweep_explained(table, read_ahead_kb=4096)

@@ -116,8 +116,8 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_4_1",
-            "Which counter shows a cold read went to storage even when the major-fault count "
-            "is tiny? (Its name in the race's rows, or in `measure()`.)",
+            "Which column of the race table (or which counter of `measure()`) shows a cold "
+            "read went to storage even when the major-fault count is tiny?",
             _is_word(
                 "storage_bytes",
                 "storage bytes",

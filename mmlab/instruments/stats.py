@@ -24,7 +24,7 @@ import numpy as np
 
 from mmlab.instruments.measure import Measurement, format_count
 
-__all__ = ["CLOSE", "COUNTERS", "QUICK_NOTE", "BenchResult", "Row", "Spread"]
+__all__ = ["CLOSE", "COUNTERS", "FEW_ROUNDS", "QUICK_NOTE", "BenchResult", "Row", "Spread"]
 
 # The counters a Row holds per call, in the order of its table and records.
 COUNTERS = ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta")
@@ -36,6 +36,8 @@ QUICK_NOTE = (
     "and a ratio within 15% of 1, can come out the other way in a full-size run"
 )
 CLOSE = 0.15  # a ratio within this of 1 is a close call
+# Below this many rounds an IQR is too rough to trust: a verdict then needs every round to agree.
+FEW_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,24 @@ class Spread:
     def count_above(self, value: float) -> int:
         return sum(v > value for v in self.samples)
 
+    def side(self, than: float = 1.0) -> int:
+        """1 if the samples lie clearly above ``than``, -1 if clearly below, else 0.
+
+        Clearly: the whole IQR on one side; with fewer than ``FEW_ROUNDS`` samples, every one.
+        """
+        low, high = (self.min, self.max) if len(self.samples) < FEW_ROUNDS else (self.q1, self.q3)
+        return 1 if low > than else -1 if high < than else 0
+
     def verdict(self, than: float = 1.0, above: str = "higher", below: str = "lower") -> str:
-        """Whether the samples lie clearly above or below ``than``: the whole IQR on one side.
+        """Whether the samples lie clearly above or below ``than`` (``side``).
 
         ``"faster in 7 of 7 rounds"``, or ``"no clear difference (faster in 4 of 7 rounds)"``.
         """
         n, k = len(self.samples), self.count_above(than)
-        if self.q1 > than:
+        side = self.side(than)
+        if side > 0:
             return f"{above} in {k} of {n} rounds"
-        if self.q3 < than:
+        if side < 0:
             return f"{below} in {n - k} of {n} rounds"
         return f"no clear difference ({above} in {k} of {n} rounds)"
 
@@ -204,16 +215,17 @@ class BenchResult:
         ratio = self.relative(a, b)
         n, k = len(ratio.samples), ratio.count_above(1.0)
         shown = ratio.text(".2f", "x", than=1.0)
-        if ratio.q1 > 1:
+        side = ratio.side(1.0)
+        if side > 0:
             text = f"ahead of {b} in {k} of {n} rounds ({shown})"
-        elif ratio.q3 < 1:
+        elif side < 0:
             text = f"behind {b} in {n - k} of {n} rounds ({shown})"
         else:
             return f"no clear difference from {b} (ahead in {k} of {n} rounds, {shown})"
         ra, rb = self[a], self[b]
         if ra.rate is not None and rb.rate is not None:
             higher = ra.rate.median > rb.rate.median
-            if higher != (ratio.q1 > 1):
+            if higher != (side > 0):
                 owner = "its" if higher else f"{b}'s"
                 text += (
                     f", though {owner} median speed is the higher: the rounds and the "

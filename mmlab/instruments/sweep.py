@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
-from mmlab.instruments.stats import CLOSE, QUICK_NOTE, BenchResult, _side_spec
+from mmlab.instruments.stats import CLOSE, FEW_ROUNDS, QUICK_NOTE, BenchResult, _side_spec
 
 __all__ = ["REFERENCE", "plot_sweep", "size_label", "sweep_explained", "sweep_summary"]
 
@@ -104,15 +105,64 @@ def sweep_summary(results: Mapping[tuple[str, str, int], BenchResult]) -> str:
         close = [
             f"{_label(key)} mmap slice / read {ratio.median:.2f}x"
             for key, r in results.items()
-            if {"read", "mmap slice"} <= set(r.names)
+            if key[1] != "warm"
+            and {"read", "mmap slice"} <= set(r.names)
             and abs((ratio := r.relative("mmap slice", "read")).median - 1) < CLOSE
         ]
         lines.append(
-            f"{QUICK_NOTE}; close calls here: {', '.join(close) if close else 'none'}; the "
-            "large effects (small blocks, the memmap sum's cost per block, cold random "
+            f"{QUICK_NOTE}; close calls here (cold): {', '.join(close) if close else 'none'}; "
+            "the large effects (small blocks, the memmap sum's cost per block, cold random "
             "blocks) are the ones to read in quick mode"
         )
+        lines += _quick_warm_caveat(results)
     return "\n".join(lines)
+
+
+def _l3_bytes() -> int | None:
+    """The largest CPU cache of CPU 0, from /sys (Linux); None where it cannot be read."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+            level = int((index / "level").read_text())
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        if level >= 3 and text.rstrip("KMG").isdigit():
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes, default=None)
+
+
+def _quick_warm_caveat(results) -> list[str]:
+    """Quick mode: every warm mmap slice / read verdict, and why a full run may reverse it."""
+    warm = [
+        (key, r)
+        for key, r in results.items()
+        if key[1] == "warm" and r.quick
+        if {"read", "mmap slice"} <= set(r.names)
+    ]
+    if not warm:
+        return []
+    size = max(r.params["size"] for _, r in warm)
+    l3 = _l3_bytes()
+    if l3 is None:
+        where = "this CPU's cache size is unknown, so the file may sit in it"
+    elif size <= l3:
+        where = f"it fits in this CPU's {l3 / 2**20:,.0f} MiB L3 cache"
+    else:
+        where = f"it is larger than this CPU's {l3 / 2**20:,.0f} MiB L3 cache"
+    verdicts = []
+    for key, r in warm:
+        ratio = r.relative("mmap slice", "read")
+        verdict = ratio.verdict(above="mmap faster", below="read faster").split(" (")[0]
+        verdicts.append(f"{_label(key)} {ratio.median:.2f}x ({verdict})")
+    return [
+        f"quick mode, warm races: the file is {size / 2**20:,.0f} MiB and {where}; warm, "
+        "each method copies out of the page cache, so how fast copies run with the data in "
+        "the CPU's cache decides these races (the large-block ones most), and a full-size "
+        "run (a larger file and copy, more rounds) may reverse any warm mmap slice / read "
+        f"verdict here: {', '.join(verdicts)}"
+    ]
 
 
 def _block_size_lines(results: Mapping[tuple[str, str, int], BenchResult]) -> list[str]:
@@ -144,7 +194,8 @@ def sweep_explained(
     folios); and, cold and random, how much each major fault brought in from storage
     against the device's ``read_ahead_kb`` (``mmlab.machine.report(path).read_ahead_kb``).
     """
-    sections = [_winners(results), _per_block(results), _per_fault(results)]
+    sections = [_winners(results), _per_block(results), _cold_sequential(results)]
+    sections.append(_per_fault(results))
     sections.append(_read_around(results, read_ahead_kb))
     return "\n\n".join(s for s in sections if s)
 
@@ -159,33 +210,41 @@ def _winners(results) -> str:
     for key, r in results.items():
         if {"read", "mmap slice"} <= set(r.names):
             ratio = r.relative("mmap slice", "read")
-            side = "mmap slice" if ratio.q1 > 1 else "read" if ratio.q3 < 1 else "neither"
+            side = {1: "mmap slice", -1: "read", 0: "neither"}[ratio.side(1.0)]
             spec = _side_spec(".2f", [ratio.median], 1.0)
             sides[side].append(f"{_label(key)} ({ratio.median:{spec}}x)")
     if not any(sides.values()):
         return ""
     shown = {k: ", ".join(v) if v else "nowhere in this sweep" for k, v in sides.items()}
-    return (
-        "mmap slice against read, round by round (whole IQR of mmap/read on one side of 1):\n"
+    text = (
+        "mmap slice against read, round by round (whole IQR of mmap/read on one side of 1; "
+        f"with fewer than {FEW_ROUNDS} rounds, every round):\n"
         f"  mmap slice faster: {shown['mmap slice']}\n"
         f"  read faster: {shown['read']}\n"
         f"  no clear difference: {shown['neither']}"
     )
+    return "\n".join([text, *_quick_warm_caveat(results)])
 
 
-def _per_block(results) -> str:
-    """Warm: (time with small blocks - time with large) / (extra blocks), per method."""
-    lines, costs = [], {}
+def _block_costs(results) -> dict[str, dict[str, float]]:
+    """Warm, per pattern: (time with small blocks - time with large) / extra blocks, per method."""
+    costs = {}
     for pattern, cache in dict.fromkeys((p, c) for p, c, _ in results):
         sizes = sorted(b for p, c, b in results if (p, c) == (pattern, cache))
         if cache != "warm" or len(sizes) < 2:
             continue
         small, large = results[pattern, cache, sizes[0]], results[pattern, cache, sizes[-1]]
         extra = _nblocks(small, sizes[0]) - _nblocks(large, sizes[-1])
-        here = {
+        costs[pattern] = {
             row.name: (row.seconds.median - large[row.name].seconds.median) / extra for row in small
         }
-        costs[pattern] = here
+    return costs
+
+
+def _per_block(results) -> str:
+    """Warm: what one block costs beyond its bytes, per method and pattern."""
+    lines, costs = [], _block_costs(results)
+    for pattern, here in costs.items():
         shown = ", ".join(f"{name} {_us(c)}" for name, c in here.items())
         lines.append(f"  warm {pattern}: {shown}")
     if not lines:
@@ -202,13 +261,64 @@ def _per_block(results) -> str:
             f"  warm {pattern}: {top} pays the most per block, {_us(here[top])}, "
             f"{here[top] / max(here[low], 1e-12):.1f}x {low}'s {_us(here[low])}"
         )
+    text.append(
+        "  per block, read and readinto make two system calls (lseek, then read) and a copy; "
+        "pread one system call (the offset is in the call) and a copy; mmap slice no system "
+        "call, one copy"
+    )
     if any(max(here, key=here.get) == "numpy.memmap sum" for here in costs.values()):
         text.append(
             "  numpy.memmap sum: each block is numpy work done in Python: slicing a "
-            "numpy.memmap builds a new memmap object, then two sums each pay numpy's call "
-            "overhead; read() pays one system call and a copy, mmap slice one copy"
+            "numpy.memmap builds a new memmap object, then two numpy sums (one over the "
+            "block's whole 8-byte words, one over the leftover tail bytes) each pay numpy's "
+            "call overhead"
         )
     return "\n".join(text)
+
+
+def _cold_sequential(results) -> str:
+    """Cold, in order: each method's warm per-block cost x blocks, against its call time."""
+    costs = _block_costs(results).get("sequential")
+    keys = sorted(k for k in results if k[:2] == ("sequential", "cold"))
+    if not costs or not keys:
+        return ""
+    lines = [
+        "Cold, in order: what the per-block cost (warm sequential, above) adds up to per call, "
+        "against the call's median time:"
+    ]
+    for key in keys:
+        r = results[key]
+        blocks = _nblocks(r, key[2])
+        parts = [
+            f"{row.name}'s {_us(costs[row.name])} x {blocks:,} blocks = "
+            f"{_ms(costs[row.name] * blocks)} of a {_ms(row.seconds.median)} call "
+            f"({max(costs[row.name], 0) * blocks / row.seconds.median:.0%})"
+            for row in r
+            if row.name in costs and row.name != "numpy.memmap sum"
+        ]
+        lines.append(f"  {size_label(key[2])} blocks: " + "; ".join(parts))
+        if {"read", "mmap slice"} <= set(r.names):
+            ratio = r.relative("mmap slice", "read")
+            verdict = ratio.verdict(above="mmap faster", below="read faster")
+            share = max(costs["read"], 0) * blocks / r["read"].seconds.median
+            side = ratio.side(1.0)
+            if share < 0.1:
+                why = "storage set the pace: read's per-block cost is under 10% of its call"
+            elif side > 0:
+                why = (
+                    f"read's per-block cost, {share:.0%} of its call, was not hidden behind the I/O"
+                )
+            elif side < 0:
+                why = f"read finished ahead although its per-block cost is {share:.0%} of its call"
+            else:
+                why = (
+                    f"read's per-block cost, {share:.0%} of its call, overlapped the I/O here: "
+                    "storage set the pace"
+                )
+            lines.append(
+                f"    mmap slice / read {ratio.text('.2f', 'x', than=1.0)}: {verdict}; {why}"
+            )
+    return "\n".join(lines)
 
 
 def _per_fault(results) -> str:
@@ -251,7 +361,7 @@ def _per_fault(results) -> str:
         )
     head = "Pages mapped per minor fault, warm (file pages / minor faults per call):"
     lines = [head, *lines, f"  at most {most:,.0f} pages per fault here: {why}"]
-    if any(r.quick for r in results.values()):
+    if any(r.quick for r in results.values()) and most < huge * 0.9:
         lines.append(
             "  quick mode: the page cache may hold a small file in smaller folios than a large "
             "one, so a full-size run can map more pages per fault than this"
@@ -285,6 +395,13 @@ def _read_around(results, read_ahead_kb: int | None) -> str:
                 f"({read.storage_bytes / size:.0%} of the file)"
             )
         lines.append(f"  {size_label(key[2])} blocks: " + "; ".join(parts))
+        row = r["mmap slice"] if "mmap slice" in r.names else None
+        known = read_ahead_kb and row and row.major_faults and row.storage_bytes is not None
+        if known and row.storage_bytes / row.major_faults < read_ahead_kb * 1024:
+            lines.append(
+                f"    less than one {read_ahead_kb:,} KiB window per major fault here, "
+                "because later windows overlap pages an earlier window already cached"
+            )
         if {"read", "mmap slice"} <= set(r.names):
             lines.append(f"    mmap slice {r.lead('mmap slice', 'read')}")
     if read_ahead_kb:
@@ -309,6 +426,12 @@ def _nblocks(result: BenchResult, block: int) -> int:
 
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.2f} µs"
+
+
+def _ms(seconds: float) -> str:
+    if seconds < 1e-4:
+        return _us(seconds)
+    return f"{seconds * 1e3:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:,.2f} ms"
 
 
 def _count(value: int | None) -> str:
