@@ -81,7 +81,7 @@ _SHORT_NAMES = {
         "instruments",
     ),
     **dict.fromkeys(["dataset", "qm9", "seedformat"], "data"),
-    **dict.fromkeys(["advice", "check", "doctor"], "course"),
+    **dict.fromkeys(["advice", "check", "doctor", "results"], "course"),
 }
 
 

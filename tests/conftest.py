@@ -90,3 +90,48 @@ def report(capsys):
             print(f"\ntorture: {text}", file=sys.stderr)
 
     return emit
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory):
+    """``executed("03")``: that notebook run alone, in quick mode, in a fresh copy of
+    ``notebooks/`` without ``data/`` (as in a fresh clone); run once per session.
+
+    Returns ``(notebook, seconds, results)``: the executed nbformat node, its run time and
+    what it recorded (``mmlab.course.results``), for the tests of each notebook's claims.
+    """
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from mmlab.course import results
+
+    source = Path(__file__).resolve().parent.parent / "notebooks"
+    done: dict[str, tuple] = {}
+
+    def run(number: str):
+        if number not in done:
+            (path,) = source.glob(f"{number}_*.ipynb")
+            root = tmp_path_factory.mktemp(f"notebooks-{number}")
+            shutil.copytree(source, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data"))
+            notebook = nbformat.read(root / path.name, as_version=4)
+            client = NotebookClient(
+                notebook,
+                timeout=NOTEBOOK_CELL_TIMEOUT_S,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(root)}},
+            )
+            start = time.perf_counter()
+            client.execute(env={**os.environ, "MMLAB_QUICK": "1"})
+            seconds = time.perf_counter() - start
+            done[number] = (notebook, seconds, results.from_notebook(notebook))
+        return done[number]
+
+    return run
+
+
+NOTEBOOK_CELL_TIMEOUT_S = 300

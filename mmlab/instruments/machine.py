@@ -29,7 +29,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html import escape
 from pathlib import Path
 from types import MappingProxyType
@@ -101,6 +101,15 @@ class MachineReport:
     advice: tuple = ()
     seconds: float = 0.0
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    shown: tuple[str, ...] = FACT_KEYS  # the facts str() and the HTML table show
+
+    def for_notebook(self, notebook: str) -> MachineReport:
+        """The same report, showing only what decides ``notebook``'s results (e.g. "03"):
+        the facts its sections' advice names, the kernel and page size, and that advice."""
+        advice = tuple(a for a in self.advice if a.notebook in (notebook, "all"))
+        named = {"kernel", "page_size", "cpus_usable"} | {f for a in advice for f in a.facts}
+        shown = tuple(key for key in FACT_KEYS if key in named)
+        return replace(self, advice=advice, shown=shown)
 
     def __getattr__(self, name: str) -> Info:
         facts = self.__dict__.get("facts", {})
@@ -123,6 +132,8 @@ class MachineReport:
     def rows(self):
         """(group, label, shown value, source or reason, known) for every fact, in order."""
         for key, group, label in _LAYOUT:
+            if key not in self.shown:
+                continue
             info = self.facts[key]
             shown = _show(key, info.value) if info.known else "unknown"
             yield group, label, shown, info.source if info.known else info.reason, info.known
