@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmlab-installed
 ARGS ?=
 
-.PHONY: lab test torture lint format bench demo clean
+.PHONY: lab test torture lint format bench demo claims clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py $(ARGS)
 	$(BIN)/python bench/bench_instruments.py
+
+# Run every notebook at full size and rewrite notebooks/README.md's claims table from what
+# they recorded (about 5 minutes here); the executed copies go to build/notebooks.
+claims: $(STAMP)
+	$(BIN)/python -m mmlab.course.claims notebooks --keep build/notebooks $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
