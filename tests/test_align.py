@@ -65,3 +65,21 @@ def test_writable_range(tmp_path):
     view[:] = b"abc"
     view.release()
     assert path.read_bytes()[4097:4100] == b"abc"
+
+
+def test_plot_sections_zooms_on_the_largest_padding():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = {"a": (65536, 1000), "b": (131072, 60000), "c": (196608, 10)}
+    whole, zoom = align.plot_sections(sections, 262144, title="t")
+    low, high = zoom.get_xlim()
+    # "a" ends at 66,536 and "b" starts 64,536 bytes later: the largest padding
+    assert low * 1024 < 66536 < 131072 < high * 1024
+    assert "64,536 bytes" in " ".join(t.get_text() for t in zoom.texts)
+    assert whole.get_xlim() == (0, 256)
+    plt.close("all")
+    with pytest.raises(ValueError, match="two sections"):
+        align.plot_sections({"a": (0, 10)}, 4096)

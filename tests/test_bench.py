@@ -308,9 +308,18 @@ def test_plot_and_sweep(data_file, agg):
     assert len(bar_container(ax)) == 2
     ax = bench.plot_sweep(sweep, title="warm")
     labels = ax.get_legend_handles_labels()[1]
-    assert sorted(labels) == ["memory copy, IQR", "mmap slice", "read"]
+    assert sorted(labels) == ["memory copy, IQR of each race's rounds", "mmap slice", "read"]
     assert ax.get_title() == "warm"
     bench.plot_sweep({4096: sweep[4096]})  # one block size still draws a band
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, layout="constrained")
+    cases = {("sequential", "warm", b): r for b, r in sweep.items()}
+    for _ in range(2):  # redrawn as LiveFigure does: still one legend
+        bench.plot_sweeps(cases, [("sequential", "warm"), ("random", "warm")], axes)
+    assert axes[0].get_ylim() == axes[1].get_ylim() and len(figure.legends) == 1
+    assert not axes[1].lines  # a case not run yet stays empty
+    plt.close(figure)
     text = bench.sweep_summary({("sequential", "warm", b): r for b, r in sweep.items()})
     assert text.count("fastest") == 2 and "mmap slice / read" in text
     assert "major faults/MiB from storage" in text and "4 KiB blocks against 64 KiB" in text

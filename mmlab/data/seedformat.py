@@ -1,20 +1,23 @@
 """The blog example's file layout, byte for byte, with its defects fixed and documented.
 
-The blog preallocates a 100 MB file of zeros, maps it, and writes each record as a native
+The blog preallocates a sparse 100 MB file, maps it, and writes each record as a native
 ``I`` (the string's length), the UTF-8 bytes, then a native ``d`` (the property), calling
 ``flush()`` after every record. It then scans the file record by record to double each value.
+``mmlab.blog`` runs the blog's own program as written; this module is the same layout done
+with care.
 
 Two defects are fixed here, and both are kept measurable:
 
-* The scan stops at the real end of the data. The blog's ``while offset < len(mm)`` loop runs
-  on through the zero-filled tail, reading millions of empty "records" of length 0 and value
-  0.0, and with a 100 MB file it fails at the very end on a short read (``struct.error``),
-  because the tail is not a whole number of 12-byte empty records. Here a zero length marks the
-  end of the data: the layout has no header, so an empty string cannot be stored.
-* Flushing after every record is the ``flush_every`` parameter, not a given. ``flush()`` is an
-  ``msync`` system call over the whole mapping; one per record is what makes the blog's loop
-  slow. ``flush_every=None`` flushes once at the end, which is just as durable for a program
-  that checks its result after the loop.
+* The scan stops at the real end of the data. The blog's ``while mmapped_file.tell() <
+  filesize`` loop runs on through the zero-filled tail, reading millions of empty "records"
+  of length 0 and value 0.0, and with a 100 MB file it fails at the very end on a short read
+  (``struct.error``), because the tail is not a whole number of 12-byte empty records. Here
+  a zero length marks the end of the data: the layout has no header, so an empty string
+  cannot be stored.
+* Flushing after every record is the ``flush_every`` parameter, not a given. ``flush()`` is
+  an ``msync(MS_SYNC)`` over the whole mapping, which writes the page and waits for storage;
+  one per record is what makes the blog's loop slow. ``flush_every=None`` flushes once at the
+  end, which is just as durable for a program that checks its result after the loop.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def write(
     """
     _check_flush_every(flush_every)
     with open(path, "wb") as f:
-        f.truncate(size)  # zero-filled, like the blog's f.write(b"\0" * size), without the copy
+        f.truncate(size)  # a sparse file of zeros, as the blog's seek(size - 1) + write(b"\x00")
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), size) as mm:
         offset = 0
         for n, (smiles, value) in enumerate(records, start=1):

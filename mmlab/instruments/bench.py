@@ -49,6 +49,7 @@ from mmlab.instruments.compare import (
 from mmlab.instruments.sweep import (
     REFERENCE,
     plot_sweep,
+    plot_sweeps,
     size_label,
     sweep_explained,
     sweep_summary,
@@ -72,6 +73,7 @@ __all__ = [
     "memory_bandwidth",
     "memory_copy",
     "plot_sweep",
+    "plot_sweeps",
     "read_vs_mmap",
     "sample_file",
     "sweep_explained",

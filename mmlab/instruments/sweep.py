@@ -2,10 +2,11 @@
 
 Notebook 04 races the ways of reading a file over block sizes, orders and cache states
 (``bench.read_vs_mmap``, one ``BenchResult`` per case). This module turns that table into
-what a student reads: a figure of every case (``plot_sweep``), each case's winner by its
-rounds, never by medians alone (``sweep_summary``), and the machine facts behind the
-results (``sweep_explained``): what each block costs beyond its bytes, how many pages one
-fault maps, and how much one read-around window brings in on this machine's readahead.
+what a student reads: a figure of every case (``plot_sweep``; ``plot_sweeps`` draws them
+all), each case's winner by its rounds, never by medians alone (``sweep_summary``), and the
+machine facts behind the results (``sweep_explained``): what each block costs beyond its
+bytes, how many pages one fault maps, and how much one read-around window brings in on this
+machine's readahead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import numpy as np
 
 from mmlab.instruments.stats import CLOSE, FEW_ROUNDS, QUICK_NOTE, BenchResult, _side_spec
 
-__all__ = ["REFERENCE", "plot_sweep", "size_label", "sweep_explained", "sweep_summary"]
+__all__ = [
+    "REFERENCE",
+    "plot_sweep",
+    "plot_sweeps",
+    "size_label",
+    "sweep_explained",
+    "sweep_summary",
+]
 
 REFERENCE = "memory copy"  # the name of the reference row in every race
 
@@ -29,12 +37,13 @@ def size_label(nbytes: int) -> str:
 
 
 def plot_sweep(results: Mapping[int, BenchResult], ax=None, title: str = ""):
-    """GB/s by block size: each method's median with its IQR, the reference's IQR as a band.
+    """GB/s by block size: each method's median with its IQR; the reference's IQR as a grey
+    box at each block size, from that race's own rounds (its copy ran between the methods).
 
     ``results`` maps block size in bytes to the ``read_vs_mmap`` result of that size.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
@@ -48,29 +57,41 @@ def plot_sweep(results: Mapping[int, BenchResult], ax=None, title: str = ""):
         medians = np.array([s.median for s in spreads])
         errors = [medians - [s.q1 for s in spreads], [s.q3 for s in spreads] - medians]
         ax.errorbar(kib, medians, yerr=errors, marker="o", capsize=3, label=name)
-    reference = [results[size].reference.rate.scaled(1e-9) for size in sizes]
-    low, high = [s.q1 for s in reference], [s.q3 for s in reference]
-    band = kib
-    if len(sizes) == 1:  # a band needs two points: widen the one block size a little
-        band, low, high = [kib[0] / 1.5, kib[0] * 1.5], [low[0]] * 2, [high[0]] * 2
-    ax.fill_between(band, low, high, color="0.5", alpha=0.3, label=f"{REFERENCE}, IQR")
+    for k, size in zip(kib, sizes, strict=True):
+        ref = results[size].reference.rate.scaled(1e-9)
+        label = f"{REFERENCE}, IQR of each race's rounds" if k == kib[0] else None
+        ax.fill_between([k / 1.6, k * 1.6], ref.q1, ref.q3, color="0.5", alpha=0.35, label=label)
     ax.set(xscale="log", yscale="log", xlabel="block (KiB)", ylabel="GB/s", title=title)
-    ax.set_xticks(kib, [f"{k:g}" for k in kib])
+    ax.set_xlim(kib[0] / 2.5, kib[-1] * 2.5)
+    ax.set_xticks(kib, [f"{k:,g}" for k in kib])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    _plain_log_labels(ax.yaxis)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.1 0.2 0.5 1 2 5 10
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     return ax
 
 
-def _plain_log_labels(axis) -> None:
-    """Label the log ticks matplotlib would label, written 0.5 and 20 rather than 5e-01."""
-    from matplotlib.ticker import LogFormatter
+def plot_sweeps(results: Mapping[tuple[str, str, int], BenchResult], runs, axes) -> None:
+    """Every case of a sweep, one panel per ``(pattern, cache)`` of ``runs``, on ``axes``.
 
-    class Plain(LogFormatter):
-        def __call__(self, x, pos=None):
-            return f"{x:g}" if super().__call__(x, pos) else ""
-
-    axis.set_major_formatter(Plain(labelOnlyBase=False))
-    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    The panels share their GB/s limits (so heights compare across panels) and one legend,
+    below them, so that none covers a point; panels not run yet stay empty. Redraws from
+    scratch, for ``LiveFigure``.
+    """
+    rows = [row for r in results.values() for row in [*r, r.reference]]
+    rates = [s for row in rows for s in (row.rate.q1, row.rate.q3)]
+    for ax, (pattern, cache) in zip(np.ravel(axes), runs, strict=True):
+        ax.clear()
+        done = {b: r for (p, c, b), r in results.items() if (p, c) == (pattern, cache)}
+        plot_sweep(done, ax=ax, title=f"{pattern}, {cache}")
+        if rates:
+            ax.set_ylim(min(rates) * 1e-9 / 1.5, max(rates) * 1e-9 * 1.5)
+    figure = np.ravel(axes)[0].figure
+    for old in list(figure.legends):
+        old.remove()
+    handles, labels = np.ravel(axes)[0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
 
 
 def sweep_summary(results: Mapping[tuple[str, str, int], BenchResult]) -> str:

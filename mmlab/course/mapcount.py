@@ -1,0 +1,394 @@
+"""What a mapping costs, and the limits on how many a process may hold, measured.
+
+Every mapping is a *VMA* (virtual memory area): the kernel's record of one range of
+addresses with one set of permissions and one backing (a file at an offset, or anonymous
+memory). The kernel looks VMAs up on every page fault, copies them on ``fork`` and frees them
+on ``exit``, and a process may hold at most ``vm.max_map_count`` of them: past it, any call
+that needs one more VMA (``mmap``, or ``mprotect`` splitting one VMA in two) fails with
+ENOMEM.
+
+Python's ``mmap.mmap`` does more than the ``mmap`` system call: it ``fstat``s the file and
+keeps a duplicate of its file descriptor (``dup``) for as long as the mapping lives, so every
+file mapping also takes an open-file slot, and ``RLIMIT_NOFILE`` (``ulimit -n``) can stop a
+program (EMFILE) before ``vm.max_map_count`` does.
+
+* ``python_mmaps``, ``bare_mmaps``, ``fd_calls``, ``refused_mmaps``, ``ctypes_calls``: ``n``
+  map-and-unmap pairs with Python's object, the same system calls through ``ctypes``, the
+  ``fstat``, ``dup`` and ``close`` Python's object adds, and ``ctypes``' own cost per call
+  (no system call), to time with ``mmlab.bench.compare``; ``cost_split`` reads the split.
+* ``held(path, n)``: hold ``n`` one-page Python mappings and count VMAs and open files.
+* ``fill_vmas()`` and ``fill_python_mmaps(path)`` run in a child process until the kernel
+  refuses: one large anonymous mapping whose alternate pages are ``mprotect``-ed (each one
+  splits a VMA) until ENOMEM, and one-page Python mappings of a file until EMFILE or ENOMEM.
+  A child, because a process at its limit cannot even allocate memory to report it.
+
+``python -m mmlab.course.mapcount vmas|python PATH [CAP]`` is the child's side (JSON out).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import json
+import mmap
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmlab.instruments.stats import Spread
+
+__all__ = [
+    "BARE",
+    "CTYPES",
+    "DEFAULT_CAP",
+    "FD_CALLS",
+    "LARGE",
+    "ONE_PAGE",
+    "REFUSED",
+    "Counts",
+    "Refusal",
+    "Split",
+    "address_space_top",
+    "bare_mmaps",
+    "cost_split",
+    "count_fds",
+    "count_vmas",
+    "ctypes_calls",
+    "fd_calls",
+    "fill_python_mmaps",
+    "fill_vmas",
+    "held",
+    "python_mmaps",
+    "refused_mmaps",
+]
+
+PAGE = mmap.PAGESIZE
+DEFAULT_CAP = 300_000  # stop before this many VMAs: some distributions allow 1,048,576
+_PROT_NONE, _PROT_READ = 0, 1
+_MAP_SHARED, _MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_NORESERVE = 0x01, 0x02, 0x20, 0x4000
+_FAILED = ctypes.c_void_p(-1).value
+
+
+def _libc() -> ctypes.CDLL:
+    if not sys.platform.startswith("linux"):
+        raise OSError(errno.ENOSYS, f"mmlab.mapcount calls Linux's libc; this is {sys.platform}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    libc.mmap.argtypes += [ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def python_mmaps(fd: int, n: int, pages: int = 1) -> None:
+    """Map ``pages`` pages of ``fd`` with ``mmap.mmap`` and close the mapping, ``n`` times."""
+    for _ in range(n):
+        mmap.mmap(fd, pages * PAGE, access=mmap.ACCESS_READ).close()
+
+
+def bare_mmaps(fd: int, n: int, pages: int = 1) -> None:
+    """The bare ``mmap`` and ``munmap`` system calls (through ``ctypes``), ``n`` times."""
+    libc, length = _libc(), pages * PAGE
+    mmap_, munmap = libc.mmap, libc.munmap
+    for _ in range(n):
+        address = mmap_(None, length, _PROT_READ, _MAP_SHARED, fd, 0)
+        if address == _FAILED:
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        munmap(address, length)
+
+
+def fd_calls(fd: int, n: int) -> None:
+    """What ``mmap.mmap`` adds around the system call, through ``ctypes`` like
+    ``bare_mmaps``: ``fstat`` (for the file's size), ``dup``, then ``close`` of the copy."""
+    libc, stat = _libc(), ctypes.create_string_buffer(512)  # larger than any struct stat
+    fstat, dup, close = getattr(libc, "fstat", None), libc.dup, libc.close
+    if fstat is None:  # glibc before 2.33 exports fstat only as __fxstat(_STAT_VER, ...)
+        fstat = functools.partial(libc.__fxstat, 1 if platform.machine() == "x86_64" else 0)
+    for _ in range(n):
+        fstat(fd, stat)
+        close(dup(fd))
+
+
+def refused_mmaps(fd: int, n: int) -> None:
+    """``ctypes``' own cost for ``mmap``, with no system call: ``n`` calls with the arguments
+    of ``bare_mmaps`` but offset 1, which the C library refuses before calling the kernel."""
+    mmap_ = _libc().mmap
+    for _ in range(n):
+        mmap_(None, PAGE, _PROT_READ, _MAP_SHARED, fd, 1)
+
+
+def ctypes_calls(n: int) -> None:
+    """``ctypes``' own cost for a cheap call: ``n`` calls of ``abs()``, no system call."""
+    absolute = _libc().abs
+    for _ in range(n):
+        absolute(0)
+
+
+# The arms of section 4 of notebook 02; ``cost_split`` finds them by these names.
+ONE_PAGE = "mmap.mmap, 1 page"
+LARGE = "mmap.mmap, the whole file"
+BARE = "mmap + munmap via ctypes"
+FD_CALLS = "fstat + dup + close via ctypes"
+REFUSED = "mmap via ctypes, refused by libc"
+CTYPES = "abs() via ctypes"
+
+
+@dataclass(frozen=True)
+class Split:
+    """What one mapping cost, from ``bench.compare`` rounds of ``n`` calls per arm.
+
+    Each value is a ``Spread`` over the rounds, computed round by round. ``large_over_one``:
+    a mapping of the whole file's time over a one-page mapping's. Microseconds per call:
+    ``python`` (``mmap.mmap`` of one page, then ``close``), ``kernel`` (the ``mmap`` and
+    ``munmap`` system calls, with ``ctypes``' own cost of two calls taken off), ``fd``
+    (``fstat``, ``dup``, ``close``, three calls' cost taken off) and ``rest`` (what is left
+    of ``python``: building Python's object, parsing its arguments).
+    """
+
+    n: int
+    pages: int
+    large_over_one: Spread
+    python: Spread
+    kernel: Spread
+    fd: Spread
+    rest: Spread
+
+    def share(self, part: Spread) -> Spread:
+        """A part's time as a fraction of Python's whole call, round by round."""
+        return Spread.of(x / p for x, p in zip(part.samples, self.python.samples, strict=True))
+
+    def __str__(self) -> str:
+        ratio = self.large_over_one
+        total = Spread.of(self.n / r for r in ratio.samples)
+        lines = [
+            f"a {self.pages:,}-page mapping takes {ratio.text('.2f', 'x', than=1.0)} the time of "
+            f"a one-page one, round by round: its size {_size_verdict(ratio)}",
+            f"so {self.n:,} one-page mappings take {total.text(',.0f', 'x')} the time of one "
+            f"{self.pages:,}-page mapping, for the same pages",
+            f"one mmap.mmap of one page, then close(): {self.python.text('.3g', ' µs')}, of which",
+        ]
+        parts = (
+            ("mmap + munmap system calls", self.kernel),
+            ("fstat + dup + close of the fd", self.fd),
+            ("the rest (Python's object)", self.rest),
+        )
+        for label, part in parts:
+            lines.append(f"  {label:<30}{part.text('.2g', ' µs')} ({self.share(part).text('.0%')})")
+        lines.append("  (each part's median over the rounds: they need not add up to 100% exactly)")
+        if self.share(self.kernel).median > 0.5:
+            lines.append("the mmap system call itself is the larger part here")
+        else:
+            lines.append("what Python adds (fstat, dup, close, the object) is the larger part here")
+        return "\n".join(lines)
+
+
+def _size_verdict(ratio: Spread) -> str:
+    if 0.5 < ratio.median < 2:
+        return "changes the cost by less than 2x (the kernel maps no page until it is touched)"
+    return "changes the cost by more than 2x here"
+
+
+def cost_split(cost, n: int, pages: int) -> Split:
+    """Read ``bench.compare``'s result ``cost``, whose arms are named ``ONE_PAGE``, ``LARGE``,
+    ``BARE``, ``FD_CALLS``, ``REFUSED`` and ``CTYPES`` and made ``n`` calls each per round."""
+    per_call = {row.name: [s / n * 1e6 for s in row.seconds.samples] for row in cost}
+    names = (ONE_PAGE, BARE, FD_CALLS, REFUSED, CTYPES)
+    rounds = zip(*(per_call[k] for k in names), strict=True)
+    # ctypes' own cost: an mmap call and a cheap one (munmap) for bare_mmaps, three cheap
+    # ones for fd_calls; what remains of each is the system calls
+    parts = []
+    for py, bare, fd, refused, cheap in rounds:
+        kernel, fd_work = bare - refused - cheap, fd - 3 * cheap
+        parts.append((py, kernel, fd_work, py - kernel - fd_work))
+    python, kernel, fd, rest = (Spread.of(column) for column in zip(*parts, strict=True))
+    return Split(n, pages, cost.relative(ONE_PAGE, LARGE), python, kernel, fd, rest)
+
+
+def count_vmas() -> int:
+    """This process's VMAs: the lines of ``/proc/self/maps``, less ``[vsyscall]`` (a fixed
+    page every process sees, which the kernel does not count against the limit)."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return sum(not line.endswith("[vsyscall]") for line in lines)
+
+
+def address_space_top() -> int:
+    """The highest user address this process has mapped (its stack sits near the top of the
+    address space the kernel gives it), rounded up to a power of two: 2**47 is 128 TiB."""
+    ends = [
+        int(line.split("-", 1)[1].split()[0], 16)
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if not line.endswith("[vsyscall]")
+    ]
+    return 1 << (max(ends) - 1).bit_length()
+
+
+def count_fds() -> int:
+    """This process's open file descriptors."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """VMAs and open files before and while ``n`` one-page mappings were held."""
+
+    n: int
+    vmas_before: int
+    vmas_during: int
+    fds_before: int
+    fds_during: int
+
+
+@contextmanager
+def held(path: str | os.PathLike[str], n: int):
+    """Hold ``n`` one-page mappings of ``path`` (each at its own offset); yields ``Counts``."""
+    vmas, fds = count_vmas(), count_fds()
+    with open(path, "rb") as f:
+        maps = [
+            mmap.mmap(f.fileno(), PAGE, access=mmap.ACCESS_READ, offset=i * PAGE) for i in range(n)
+        ]
+    try:
+        yield Counts(n, vmas, count_vmas(), fds, count_fds())
+    finally:
+        for m in maps:
+            m.close()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a child process reached before the kernel refused one more VMA or file.
+
+    ``error`` is the errno's name (``"ENOMEM"``, ``"EMFILE"``), or ``None`` if the child
+    stopped at ``cap`` first; ``vmas`` counts the child's ``/proc/self/maps`` lines then.
+    """
+
+    what: str
+    calls: int
+    error: str | None
+    vmas_before: int
+    vmas: int
+    max_map_count: int
+    nofile_soft: int
+    seconds: float
+    cap: int
+
+    def __str__(self) -> str:
+        end = f"refused with {self.error}" if self.error else f"stopped at the cap of {self.cap:,}"
+        return (
+            f"{self.what}: {self.calls:,} calls in {self.seconds * 1e3:,.0f} ms, then {end}; the "
+            f"child then held {self.vmas:,} VMAs (from {self.vmas_before:,}); vm.max_map_count "
+            f"{self.max_map_count:,}, RLIMIT_NOFILE (soft) {self.nofile_soft:,}"
+        )
+
+
+def _run_child(*args: str, timeout: float = 120.0) -> Refusal:
+    done = subprocess.run(
+        [sys.executable, "-m", "mmlab.course.mapcount", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the child ({' '.join(args)}) failed: {done.stderr.strip()[-2000:]}")
+    return Refusal(**json.loads(done.stdout))
+
+
+def fill_vmas(cap: int = DEFAULT_CAP) -> Refusal:
+    """In a child: split one anonymous mapping with ``mprotect`` until ENOMEM (or ``cap``)."""
+    return _run_child("vmas", str(cap))
+
+
+def fill_python_mmaps(path: str | os.PathLike[str], cap: int = DEFAULT_CAP) -> Refusal:
+    """In a child: one-page ``mmap.mmap`` of ``path`` until refused (EMFILE or ENOMEM)."""
+    return _run_child("python", os.fspath(path), str(cap))
+
+
+class _MapsCounter:
+    """Counts ``/proc/self/maps`` lines into a buffer allocated beforehand: at the VMA limit
+    Python cannot allocate (its allocator needs new mappings), so nothing here may."""
+
+    def __init__(self, cap: int) -> None:
+        self.buffer = bytearray(max(cap, 1_000) * 160)
+        self.view = memoryview(self.buffer)
+
+    def __call__(self) -> int:
+        fd, used = os.open("/proc/self/maps", os.O_RDONLY), 0
+        try:
+            while used < len(self.buffer) and (got := os.readv(fd, [self.view[used:]])):
+                used += got
+        finally:
+            os.close(fd)
+        # [vsyscall] is a fixed page the kernel shows in maps but does not count as a VMA
+        return self.buffer.count(b"\n", 0, used) - self.buffer.count(b"[vsyscall]", 0, used)
+
+
+def _limits() -> tuple[int, int]:
+    import resource
+
+    limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+    return limit, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _child_vmas(cap: int) -> dict:
+    libc, counter = _libc(), _MapsCounter(cap)
+    limit, nofile = _limits()
+    before = counter()
+    pairs = min(limit, cap) // 2 + 16  # each split page adds two VMAs: enough to pass the limit
+    length = 2 * pairs * PAGE  # address space only: PROT_NONE, never touched
+    address = libc.mmap(
+        None, length, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0
+    )
+    if address == _FAILED:
+        raise OSError(ctypes.get_errno(), "could not map the address space to split")
+    calls, error, start = 0, None, time.perf_counter()
+    while calls < pairs and before + 1 + 2 * (calls + 1) <= cap:  # the region is one VMA
+        if libc.mprotect(address + (2 * calls + 1) * PAGE, PAGE, _PROT_READ) != 0:
+            error = errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+            break
+        calls += 1
+    seconds, vmas = time.perf_counter() - start, counter()
+    libc.munmap(address, length)  # all of it at once: needs no split, so it cannot fail here
+    what = "mprotect of alternate pages of one anonymous mapping"
+    return dict(what=what, calls=calls, error=error, vmas_before=before, vmas=vmas,
+                max_map_count=limit, nofile_soft=nofile, seconds=seconds, cap=cap)  # fmt: skip
+
+
+def _child_python(path: str, cap: int) -> dict:
+    counter = _MapsCounter(cap)
+    limit, nofile = _limits()
+    before, maps, error = counter(), [], None
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        maps.extend(None for _ in range(cap))  # the list's room, allocated before any limit
+        for i in range(cap):
+            try:
+                maps[i] = mmap.mmap(f.fileno(), PAGE, access=mmap.ACCESS_READ)
+            except OSError as exc:
+                error = errno.errorcode.get(exc.errno, str(exc.errno))
+                break
+            except MemoryError:  # Python's own allocator hit the VMA limit first
+                error = "ENOMEM"
+                break
+        else:
+            i = cap
+    seconds, vmas = time.perf_counter() - start, counter()
+    for m in maps[:i]:
+        m.close()
+    what = "one-page mmap.mmap of a file, each kept open"
+    return dict(what=what, calls=i, error=error, vmas_before=before, vmas=vmas,
+                max_map_count=limit, nofile_soft=nofile, seconds=seconds, cap=cap)  # fmt: skip
+
+
+if __name__ == "__main__":
+    kind, *rest = sys.argv[1:]
+    if kind == "vmas":
+        found = _child_vmas(int(rest[0]) if rest else DEFAULT_CAP)
+    else:
+        found = _child_python(rest[0], int(rest[1]) if len(rest) > 1 else DEFAULT_CAP)
+    print(json.dumps(found))

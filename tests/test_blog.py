@@ -1,0 +1,111 @@
+"""The blog's program as written: its text, its layout's numbers, and running it for real."""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mmlab import blog, seedformat
+
+SMILES = ["C", "N", "O=C=O", "c1ccccc1"]
+
+
+def molecules(n: int = len(SMILES)) -> list[SimpleNamespace]:
+    """Stand-ins for PyG's Data: ``smiles`` and ``y`` of shape [1, 19] (numpy: no torch)."""
+    return [
+        SimpleNamespace(smiles=SMILES[i % len(SMILES)], y=np.arange(19.0).reshape(1, 19) + i)
+        for i in range(n)
+    ]
+
+
+def test_the_program_is_the_blogs_and_changes_only_what_is_named():
+    text = blog.program()
+    for call in ("data.y.item()", "mmapped_file.seek(-8, os.SEEK_CUR)", "__file__"):
+        assert call in text
+    assert text.count("mmapped_file.flush()") == 2
+    changed = blog.program(blog.RUN_PARTS, filename="x.dat", filesize=1000, target=7)
+    diff = blog.changes(changed, blog.RUN_PARTS)
+    assert "+filesize = 1000" in diff and "+filename = 'x.dat'" in diff
+    assert "data.y[0, 7].item()" in diff
+    assert (
+        len([line for line in diff.splitlines() if line.startswith("+") and "+++" not in line]) == 3
+    )
+    once = blog.program(blog.RUN_PARTS, flush="once")
+    assert once.count("mmapped_file.flush()") == 1
+    assert once.index("mmapped_file.flush()") > once.index("while mmapped_file.tell()")
+
+
+def test_bad_parts_and_flush_are_refused():
+    with pytest.raises(ValueError, match="no part"):
+        blog.program(["nope"])
+    with pytest.raises(ValueError, match="flush"):
+        blog.program(flush="sometimes")
+
+
+def test_the_loading_line_needs_a_script():
+    with pytest.raises(NameError, match="__file__"):
+        blog.blog_root({})
+    assert blog.blog_root({"__file__": "/a/b/run.py"}).endswith("data/QM9")
+
+
+@pytest.mark.parametrize(
+    ("remainder", "ending"),
+    [(0, "without an error"), (2, "buffer of 4 bytes"), (4, "buffer of 8 bytes"), (11, "8 bytes")],
+)
+def test_the_layout_predicts_how_the_loop_ends(remainder, ending):
+    layout = blog.Layout(1, 13, 13 + 12 * 5 + remainder)
+    assert layout.phantoms == 5 and layout.remainder == remainder
+    assert ending in layout.ending
+
+
+def test_layout_and_scaled_size():
+    layout = blog.layout(SMILES, filesize=10_000)
+    assert layout.data_bytes == sum(12 + len(s) for s in SMILES)
+    size = blog.scaled_size(20, layout)
+    scaled = blog.Layout(1, 20, size)
+    assert scaled.remainder == layout.remainder
+    assert abs(scaled.tail / 20 - layout.tail / layout.data_bytes) < 12 / 20
+
+
+def test_running_the_program_doubles_then_runs_past_the_data(tmp_path):
+    data = molecules(6)
+    path = tmp_path / "blog.dat"
+    data_bytes = blog.layout(d.smiles for d in data).data_bytes
+    filesize = data_bytes + 12 * 700 + 11  # ends like the blog's 100 MB file
+    run = blog.run(data, path, filesize, target=7, progress=False)
+    assert run.error == "struct.error: unpack requires a buffer of 8 bytes"
+    assert run.layout == blog.Layout(6, data_bytes, filesize) and run.end_position == filesize
+    values = [v for _, v in seedformat.scan(path)]
+    assert values == [2 * d.y[0, 7] for d in data]
+    sparse, _, end = run.allocated
+    assert end > sparse and end >= filesize - 4096  # writing 0.0 back allocated the tail
+    if run.phantom.write_bytes is not None:
+        assert run.phantom.write_bytes >= 700 * 8  # every phantom record dirtied a page again
+
+
+def test_without_a_target_the_blogs_item_fails(tmp_path):
+    code = blog.program(("imports", "create", "open", "write", "close"), filename=tmp_path / "x")
+    with pytest.raises(ValueError, match="size 1"):  # numpy's words for torch's RuntimeError
+        blog.runner(code, dataset=molecules(1))()
+
+
+def test_extrapolate_scales_each_phase_by_its_count(tmp_path):
+    data = molecules(4)
+    data_bytes = blog.layout(d.smiles for d in data).data_bytes
+    run = blog.run(data, tmp_path / "b.dat", data_bytes + 12 * 100 + 11, progress=False)
+    full = blog.Layout(400, data_bytes * 100, (data_bytes + 12 * 100 + 11) * 100)
+    estimate = blog.extrapolate(run, full)
+    assert estimate.seconds["writing"] == pytest.approx(run.writing.wall_s * 100)
+    assert estimate.seconds["phantom"] == pytest.approx(
+        run.phantom.wall_s * full.phantoms / run.layout.phantoms
+    )
+    assert estimate.flushes == 800 + full.phantoms
+    assert estimate.total_seconds == pytest.approx(sum(estimate.seconds.values()))
+
+
+def test_a_struct_error_is_what_a_short_read_gives():
+    with pytest.raises(struct.error, match="8 bytes"):
+        struct.unpack("d", b"\0" * 7)

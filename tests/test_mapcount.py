@@ -1,0 +1,106 @@
+"""mmlab.course.mapcount: the cost of one mapping, and the limits on how many, measured."""
+
+from __future__ import annotations
+
+import mmap
+import resource
+from pathlib import Path
+
+import pytest
+
+from mmlab import bench
+from mmlab.course import mapcount
+
+PAGE = mmap.PAGESIZE
+LIMIT = int(Path("/proc/sys/vm/max_map_count").read_text())
+
+
+@pytest.fixture
+def pages(tmp_path):
+    path = tmp_path / "pages.bin"
+    path.write_bytes(bytes(64 * PAGE))
+    return path
+
+
+def test_the_arms_run_and_leave_nothing_behind(pages):
+    vmas, fds = mapcount.count_vmas(), mapcount.count_fds()
+    with open(pages, "rb") as f:
+        mapcount.python_mmaps(f.fileno(), 20)
+        mapcount.python_mmaps(f.fileno(), 20, pages=64)
+        mapcount.bare_mmaps(f.fileno(), 20)
+        mapcount.fd_calls(f.fileno(), 20)
+        mapcount.refused_mmaps(f.fileno(), 20)
+    mapcount.ctypes_calls(20)
+    assert mapcount.count_fds() == fds
+    assert abs(mapcount.count_vmas() - vmas) < 10  # the allocator may map or unmap an arena
+
+
+def test_bare_mmaps_reports_a_failed_call():
+    with pytest.raises(OSError):
+        mapcount.bare_mmaps(-1, 1)  # a shared mapping of no file: EBADF
+
+
+def test_held_mappings_each_take_a_vma_and_a_file_descriptor(pages):
+    with mapcount.held(pages, 50) as counts:
+        assert counts.n == 50
+        assert counts.vmas_during - counts.vmas_before == 50
+        assert counts.fds_during - counts.fds_before == 50
+    assert mapcount.count_fds() == counts.fds_before
+
+
+def test_cost_split_adds_up(pages):
+    n = 200
+    with open(pages, "rb") as f:
+        fd = f.fileno()
+        arms = {
+            mapcount.ONE_PAGE: lambda: mapcount.python_mmaps(fd, n),
+            mapcount.LARGE: lambda: mapcount.python_mmaps(fd, n, pages=64),
+            mapcount.BARE: lambda: mapcount.bare_mmaps(fd, n),
+            mapcount.FD_CALLS: lambda: mapcount.fd_calls(fd, n),
+            mapcount.REFUSED: lambda: mapcount.refused_mmaps(fd, n),
+            mapcount.CTYPES: lambda: mapcount.ctypes_calls(n),
+        }
+        split = mapcount.cost_split(bench.compare(arms, repeats=3), n, pages=64)
+    parts = (split.python, split.kernel, split.fd, split.rest)
+    for whole, kernel, fd_work, rest in zip(*(p.samples for p in parts), strict=True):
+        assert kernel + fd_work + rest == pytest.approx(whole)
+    assert split.python.median > 0 and len(split.large_over_one.samples) == 3
+    assert "of which" in str(split) and "64-page mapping" in str(split)
+
+
+def test_the_address_space_is_a_power_of_two():
+    top = mapcount.address_space_top()
+    assert top >= 2**32 and top & (top - 1) == 0
+
+
+def test_a_child_meets_vm_max_map_count():
+    found = mapcount.fill_vmas()
+    assert found.max_map_count == LIMIT
+    if LIMIT < mapcount.DEFAULT_CAP:
+        assert found.error == "ENOMEM"
+        assert LIMIT - 2 <= found.vmas <= LIMIT
+    else:
+        assert found.error is None
+    assert "mprotect" in str(found)
+
+
+def test_a_child_stops_at_the_cap():
+    found = mapcount.fill_vmas(cap=2_000)
+    assert found.error is None and found.vmas <= 2_000
+    assert "stopped at the cap of 2,000" in str(found)
+
+
+def test_python_mmaps_meet_the_open_file_limit_first_when_it_is_lower(pages):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the child inherits it
+    try:
+        found = mapcount.fill_python_mmaps(pages)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert found.error == "EMFILE" and found.nofile_soft == 256
+    assert 256 - 64 < found.calls < 256  # the interpreter holds a few files itself
+
+
+def test_a_failing_child_is_an_error_not_a_crash(tmp_path):
+    with pytest.raises(RuntimeError, match="the child"):
+        mapcount.fill_python_mmaps(tmp_path / "missing.bin")
