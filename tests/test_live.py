@@ -45,3 +45,46 @@ def test_live_figure_outside_a_notebook():
     assert live.update() is True and live.update() is False  # throttled
     live.close()
     assert len(calls) == 2 and live.closed
+
+
+WIDGET_CELLS = [
+    "%matplotlib inline\nimport ipywidgets as widgets\n"
+    "from mmlab.instruments.live import LiveFigure",
+    "out = widgets.Output()\n"
+    "display(out)\n"
+    "with out:\n"
+    "    with LiveFigure(lambda ax: ax.plot([1, 2]), every=0) as live:\n"
+    "        for i in range(3):\n"
+    "            live.update()\n"
+    "print(live.frames, live._image is not None, len(live._image.value) > 0)",
+]
+
+
+def test_live_figure_inside_an_output_widget_updates_an_image(tmp_path):
+    """interact's Output ignores display-id updates in JupyterLab: an Image widget is redrawn."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in WIDGET_CELLS])
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = notebook.cells[1].get("outputs", [])
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert text.strip() == "4 True True"
+    assert not [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+def test_in_output_widget_follows_the_capture():
+    import ipywidgets
+
+    from mmlab.instruments.live import in_output_widget
+
+    out = ipywidgets.Output()
+    assert not in_output_widget()
+    out.msg_id = "a-request"  # what ``with out:`` sets in a kernel
+    try:
+        assert in_output_widget()
+    finally:
+        out.msg_id = ""
+        out.close()

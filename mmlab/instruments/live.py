@@ -4,16 +4,35 @@ The pattern: ``display(fig, display_id=True)`` shows the figure once and returns
 each ``handle.update(fig)`` replaces that output in place; closing the figure at the end
 stops the inline backend from drawing it a second time. The saved notebook then holds the
 final frame as one PNG, also when it was executed headless (nbclient applies the updates).
-ipympl and ``ipywidgets.Output`` keep no static image in a saved notebook, so they are not
-used here. Outside a notebook the figure is simply drawn once at the end.
+
+Inside an ``ipywidgets.Output`` (what ``interact`` and ``interact_manual`` draw into),
+JupyterLab ignores updates by display id, so only the first frame would ever show. There the
+figure goes into an ``ipywidgets.Image`` instead, whose PNG bytes each frame replaces.
+Outside a notebook the figure is simply drawn once at the end.
+
+A redraw costs the process that draws: matplotlib allocates memory and so takes page faults
+of its own. Code that measures page faults calls ``update()`` *between* its measured
+intervals, never inside one (``mmlab.course.lazy.Watch`` does so).
 """
 
 from __future__ import annotations
 
+import io
+import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["LiveFigure", "draw_marks"]
+__all__ = ["LiveFigure", "draw_marks", "in_output_widget"]
+
+
+def in_output_widget() -> bool:
+    """Whether displays now go into an ``ipywidgets.Output`` (inside ``with out:``)."""
+    if "ipywidgets" not in sys.modules:  # nothing could have captured the output
+        return False
+    from ipywidgets import Output
+    from ipywidgets.widgets.widget import _instances
+
+    return any(isinstance(w, Output) and w.msg_id for w in list(_instances.values()))
 
 
 class LiveFigure:
@@ -21,6 +40,7 @@ class LiveFigure:
 
     ``with LiveFigure(draw) as live:`` then call ``live.update()`` in your loop; the final
     frame is drawn on exit. ``ncols``/``nrows`` give ``draw`` an array of axes instead.
+    The layout is matplotlib's constrained layout, which also makes room for a title.
     """
 
     def __init__(
@@ -38,13 +58,19 @@ class LiveFigure:
         self.draw = draw
         self.every = every
         self.figure, self.axes = plt.subplots(
-            nrows, ncols, figsize=figsize or (4.5 * ncols + 2, 3.2 * nrows), squeeze=True
+            nrows,
+            ncols,
+            figsize=figsize or (4.5 * ncols + 2, 3.2 * nrows),
+            squeeze=True,
+            layout="constrained",
         )
         if title:
             self.figure.suptitle(title)
         self._handle = None
+        self._image = None  # the ipywidgets.Image, inside an Output widget
         self._last = -float("inf")
         self.frames = 0
+        self.draw_seconds = 0.0  # time spent drawing, so callers can report it
         self.closed = False
 
     def update(self, force: bool = False) -> bool:
@@ -54,11 +80,11 @@ class LiveFigure:
         now = time.perf_counter()
         if not force and now - self._last < self.every:
             return False
-        self._last = now
         self.draw(self.axes)
-        self.figure.tight_layout()
         self.frames += 1
         self._show()
+        self._last = time.perf_counter()  # the next frame waits ``every`` after this one
+        self.draw_seconds += self._last - now
         return True
 
     def _show(self) -> None:
@@ -69,7 +95,16 @@ class LiveFigure:
             return
         if get_ipython() is None:
             return
-        if self._handle is None:
+        if self._image is None and self._handle is None and in_output_widget():
+            from ipywidgets import Image
+
+            self._image = Image(format="png")
+            display(self._image)
+        if self._image is not None:
+            buffer = io.BytesIO()
+            self.figure.savefig(buffer, format="png")
+            self._image.value = buffer.getvalue()
+        elif self._handle is None:
             self._handle = display(self.figure, display_id=True)
         else:
             self._handle.update(self.figure)

@@ -1,0 +1,258 @@
+"""Lazy loading, measured per fault: what one touch reads, caches and maps, and what decides it.
+
+A touch of a mapped page that is not yet in this process's page table is a page fault. What
+that fault costs is decided by three sizes of the machine, not by the page alone:
+
+* **readahead** (``read_ahead_kb`` of the block device): a fault that must read from storage
+  (a *major* fault) reads a window of ``read_ahead_kb`` around the page into the page cache
+  (for a mapping, "read-around"), unless ``MADV_RANDOM`` says not to;
+* **fault-around** (``fault_around_bytes``, 64 KiB by default): a fault on a page already in
+  the page cache (a *minor* fault) also maps the neighbours that are cached, up to that size;
+* **large folios**: the page cache may hold a file in folios of many pages (up to 2 MiB with
+  4 KiB pages); a fault on one page of a large folio can map the whole folio at once.
+
+``Sizes.of(report)`` reads them from ``mmlab.machine.report``; ``touch_once`` measures what
+one touch faulted, read, cached and mapped; ``stride_sweep`` touches every n-th page for
+several n, to find where lazy loading stops being lazy. Mapped pages come from
+``/proc/self/smaps`` (the mapping's ``Rss``), read after the measured work.
+``mmlab.course.lazyexplain`` says in words which case a run showed, and
+``mmlab.course.lazyview`` draws the figures and the live view.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmlab.instruments import pagecache, pagemap
+from mmlab.instruments.access import access_order, mapped, touch_pages
+from mmlab.instruments.facts import format_size
+from mmlab.instruments.proc import counters
+
+__all__ = [
+    "HINTS",
+    "Sizes",
+    "StrideRow",
+    "Touch",
+    "file_bytes",
+    "mapped_bytes",
+    "settled_residency",
+    "stride_sweep",
+    "touch_once",
+]
+
+PAGE = mmap.PAGESIZE
+FAULT_AROUND_DEFAULT = 65536  # the kernel's default fault_around_bytes
+HINTS = {"none": None, "random": "random", "sequential": "sequential", "willneed": "willneed"}
+HINTS["populate"] = "populate"  # MAP_POPULATE: a flag of mmap, not a madvise hint
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes that decide what one fault reads and maps, in pages (None: unknown here)."""
+
+    readahead: int | None  # read_ahead_kb
+    fault_around: int  # fault_around_bytes, or the kernel's default where unreadable
+    fault_around_known: bool
+    folio: int | None  # pages one touch of a warm page mapped (warm_touch)
+    large_folios: bool | None
+    cold_cached: int | None = None  # pages the doctor's probe found cached after one cold touch
+
+    @classmethod
+    def of(cls, report) -> Sizes:
+        ra, around, warm = report.read_ahead_kb, report.fault_around_bytes, report.warm_touch
+        folios, cold = report.large_folios, report.cold_touch
+        return cls(
+            readahead=ra.value * 1024 // PAGE if ra.known else None,
+            fault_around=(around.value if around.known else FAULT_AROUND_DEFAULT) // PAGE,
+            fault_around_known=around.known,
+            folio=warm.value["pages_mapped"] if warm.known else None,
+            large_folios=folios.value if folios.known else None,
+            cold_cached=cold.value["pages_cached"] if cold.known else None,
+        )
+
+    def lines(self) -> list[str]:
+        """One line per size, with its value here."""
+        ra = "unknown" if self.readahead is None else _pages(self.readahead)
+        around = _pages(self.fault_around)
+        if not self.fault_around_known:
+            around += " (the kernel's default; fault_around_bytes is unreadable here)"
+        folio = "unknown" if self.folio is None else _pages(self.folio)
+        folios = {True: "yes", False: "no", None: "unknown"}[self.large_folios]
+        return [
+            f"readahead window (read_ahead_kb): {ra}",
+            f"fault-around (fault_around_bytes): {around}",
+            f"large folios: {folios}; one touch of a warm page mapped {folio}",
+        ]
+
+    @property
+    def widest_map(self) -> int:
+        """The most pages one minor fault maps here: the larger of folio and fault-around."""
+        return max(self.folio or 1, self.fault_around)
+
+
+def _pages(n: int) -> str:
+    return f"{n:,} page{'' if n == 1 else 's'} ({format_size(n * PAGE)})"
+
+
+def file_bytes(file_mib: int, sizes: Sizes, windows: int = 40) -> tuple[int, str]:
+    """The sample file's size: ``file_mib`` MiB, or ``windows`` readahead windows if larger.
+
+    Ten touches of a file only a few readahead windows long read all of it, which would hide
+    lazy loading; 40 windows keep ten cold touches under a quarter of the file.
+    """
+    asked = file_mib * 2**20
+    if sizes.readahead is None:
+        return asked, f"{format_size(asked)} (read_ahead_kb is unknown here)"
+    needed = windows * sizes.readahead * PAGE
+    if asked >= needed:
+        windows_here = asked // (sizes.readahead * PAGE)
+        return asked, f"{format_size(asked)}, {windows_here:,} readahead windows"
+    return needed, (
+        f"{format_size(needed)} instead of {format_size(asked)}: {windows} windows of "
+        f"read_ahead_kb {sizes.readahead * PAGE // 1024:,}, so a few touches cannot read it all"
+    )
+
+
+def mapped_bytes(mm: mmap.mmap) -> int:
+    """Bytes of ``mm`` present in this process's page table (its ``Rss`` in smaps)."""
+    view = np.frombuffer(mm, np.uint8)
+    head = f"{view.ctypes.data:x}-"
+    del view
+    found = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if not found:
+                found = line.startswith(head)
+            elif line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024
+    raise LookupError("the mapping was not found in /proc/self/smaps")
+
+
+def settled_residency(path: Path, timeout: float = 2.0) -> np.ndarray:
+    """The page cache of ``path`` once reads in flight have finished (the count stops moving).
+
+    ``mincore`` counts a page only once its read has completed, so right after a fault the
+    readahead it started is still arriving.
+    """
+    resident = pagecache.residency(path)
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        time.sleep(0.02)
+        again = pagecache.residency(path)
+        if again.sum() == resident.sum():
+            return again
+        resident = again
+    return resident
+
+
+@dataclass(frozen=True)
+class Touch:
+    """What one touch of one page did."""
+
+    page: int
+    cold: bool
+    minor_faults: int
+    major_faults: int
+    read_bytes: int | None
+    mapped_pages: int
+    cached_at_once: int
+    resident: np.ndarray  # the page cache once settled
+    seconds: float = 0.0
+    present: np.ndarray | None = None  # per page of the mapping: in the page table (pagemap)
+
+    def window(self) -> tuple[int, int]:
+        """The run of cached pages around the touched page: (first, end) page numbers."""
+        cached = self.resident
+        if not cached[self.page]:
+            return self.page, self.page
+        gaps = np.flatnonzero(~cached)
+        before, after = gaps[gaps < self.page], gaps[gaps > self.page]
+        first = int(before[-1]) + 1 if len(before) else 0
+        return first, int(after[0]) if len(after) else len(cached)
+
+    @property
+    def cached(self) -> int:
+        return int(self.resident.sum())
+
+    def __str__(self) -> str:
+        read = "n/a" if self.read_bytes is None else format_size(self.read_bytes)
+        return (
+            f"{'cold' if self.cold else 'warm'} touch of page {self.page:,}: "
+            f"{self.major_faults} major + {self.minor_faults} minor fault(s); read {read} from "
+            f"storage; mapped {_pages(self.mapped_pages)}; page cache {self.cached_at_once:,} "
+            f"pages right after, {self.cached:,} once the reads finished"
+        )
+
+
+def touch_once(path: Path, page: int, *, cold: bool = True) -> Touch:
+    """Touch one page through a fresh mapping (after evicting the file if ``cold``)."""
+    if cold:
+        pagecache.evict(path)
+    with mapped(path) as mm:
+        counters(), touch_pages(mm, np.array([], dtype=np.int64))  # warm up the code paths
+        before = counters()
+        touch_pages(mm, [page])
+        after = counters() - before
+        present = mapped_bytes(mm) // PAGE
+        try:
+            which = pagemap.present(mm)
+        except OSError:  # no pagemap here: the count from smaps still stands
+            which = None
+    at_once = int(pagecache.residency(path).sum())
+    resident = settled_residency(path)
+    return Touch(
+        page, cold, after.minor_faults, after.major_faults, after.read_bytes, present, at_once,
+        resident, after.wall_s, which,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StrideRow:
+    """One cold run of touching every ``stride``-th page."""
+
+    stride: int
+    touched: int
+    minor_faults: int
+    major_faults: int
+    read_bytes: int
+    mapped_pages: int
+    cached_pages: int
+    file_pages: int
+    seconds: float
+
+    @property
+    def faults(self) -> int:
+        return self.minor_faults + self.major_faults
+
+    def fraction(self, what: str) -> float:
+        """``"read"``, ``"mapped"``, ``"cached"`` or ``"touched"``: a fraction of the file."""
+        pages = {"read": self.read_bytes // PAGE, "mapped": self.mapped_pages}
+        pages |= {"cached": self.cached_pages, "touched": self.touched}
+        return pages[what] / self.file_pages
+
+
+def stride_sweep(path: Path, strides: Sequence[int], madvise: str | None = None) -> list[StrideRow]:
+    """For each stride: evict, map, touch every stride-th page, and count what that did."""
+    rows = []
+    file_pages = -(-path.stat().st_size // PAGE)
+    for stride in strides:
+        order = access_order(file_pages, "strided", stride=stride)
+        pagecache.evict(path)
+        with mapped(path, madvise) as mm:
+            before = counters()
+            touch_pages(mm, order)
+            done = counters() - before
+            present = mapped_bytes(mm) // PAGE
+        cached = int(settled_residency(path).sum())
+        row = StrideRow(
+            stride, len(order), done.minor_faults, done.major_faults, done.read_bytes or 0,
+            present, cached, file_pages, done.wall_s,
+        )  # fmt: skip
+        rows.append(row)
+    return rows
