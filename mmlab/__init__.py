@@ -70,6 +70,7 @@ _SHORT_NAMES = {
             "live",
             "machine",
             "pagecache",
+            "pagemap",
             "probe",
             "proc",
             "sampler",
@@ -80,8 +81,21 @@ _SHORT_NAMES = {
         ],
         "instruments",
     ),
-    **dict.fromkeys(["dataset", "qm9", "seedformat"], "data"),
-    **dict.fromkeys(["advice", "check", "doctor", "results"], "course"),
+    **dict.fromkeys(["blog", "dataset", "qm9", "seedformat"], "data"),
+    **dict.fromkeys(
+        [
+            "advice",
+            "check",
+            "diagram",
+            "doctor",
+            "mapcount",
+            "plots",
+            "results",
+            "sharing",
+            "signals",
+        ],
+        "course",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ WRONG = {
     "exercise_1_2": 1,
     "exercise_2_1": {0, 100},
     "exercise_2_2": 0,
+    "exercise_2_3": "ENOSPC",
     "exercise_3_1": "a",
     "exercise_3_2": "MADV_SEQUENTIAL",
     "exercise_4_1": "major_faults",

@@ -210,12 +210,13 @@ def test_advice_follows_the_facts(folder_report):
     advice = _with(folder_report, thp_enabled="always")
     assert advice["01", "4"].verdict == "different"
     advice = _with(folder_report, rlimit_nofile={"soft": 1024, "hard": 4096})
-    assert "makes 3,596 one-page mappings" in " ".join(advice["02", "4"].reasons)
-    advice = _with(folder_report, max_map_count=10_000)
-    assert advice["02", "4"].verdict == "not_shown"
+    assert "section 5 holds fewer than 20,000" in " ".join(advice["02", "5-6"].reasons)
+    assert "meet EMFILE first" in " ".join(advice["02", "5-6"].reasons)
+    advice = _with(folder_report, max_map_count=1_048_576)
+    assert advice["02", "5-6"].verdict == "not_shown"
     advice = _with(folder_report, cgroup_memory_limit=512 * 2**20)
-    assert advice["03", "4"].verdict in ("different", "not_shown")
-    assert "the cgroup memory limit is 512.0 MiB" in " ".join(advice["03", "4"].reasons)
+    assert advice["03", "5"].verdict in ("different", "not_shown")
+    assert "the cgroup memory limit is 512.0 MiB" in " ".join(advice["03", "5"].reasons)
     advice = _with(folder_report, mincore_trustworthy=False)
     assert advice["05", "4"].verdict == "not_shown"
     advice = _with(folder_report, cachestat=False)

@@ -62,6 +62,27 @@ _GRANULARITY = mmap.ALLOCATIONGRANULARITY
 _OFFSETS = (0, 100, 4096, 6000, 8192, 65536)
 _U0_PAGES = math.ceil(130_831 * 8 / _PAGE)
 
+
+def _map_limits() -> tuple[int | None, int | None]:
+    """This machine's vm.max_map_count and RLIMIT_NOFILE soft limit (None: none or unknown)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        limit = None
+    return limit, None if soft == resource.RLIM_INFINITY else soft
+
+
+_MAP_LIMITS = _map_limits()
+_FIRST_REFUSAL = (
+    "EMFILE"
+    if _MAP_LIMITS[1] is not None and (_MAP_LIMITS[0] is None or _MAP_LIMITS[1] < _MAP_LIMITS[0])
+    else "ENOMEM"
+)
+
 EXERCISES: dict[str, Exercise] = {
     e.name: e
     for e in [
@@ -98,13 +119,26 @@ EXERCISES: dict[str, Exercise] = {
             f"one more; {-1_000_000 % _PAGE:,} bytes of it are waste: under 0.4% of the file.",
         ),
         Exercise(
+            "exercise_2_3",
+            "A program keeps making one-page mmap.mmap mappings of a file, holding each. Which "
+            "error stops it first on this machine: EMFILE or ENOMEM?",
+            lambda a: _word(a).upper() == _FIRST_REFUSAL,
+            lambda: _FIRST_REFUSAL,
+            "Each mmap.mmap of a file holds a VMA (vm.max_map_count: {} here) and a duplicated "
+            "file descriptor (RLIMIT_NOFILE soft limit: {} here); the lower limit is met first: "
+            "{}.".format(*(f"{v:,}" if v else "none" for v in _MAP_LIMITS), _FIRST_REFUSAL),
+        ),
+        Exercise(
             "exercise_3_1",
             "You map a 1 GiB file (cold cache) and read one byte at offset 0. Does RSS grow by "
             "(a) about 1 GiB, (b) a few pages up to a few MiB, or (c) nothing at all?",
             _is_word("b", "(b)"),
             lambda: "b",
-            "Only the pages around the fault are mapped in (a folio, maybe a few neighbours); "
-            "readahead fills the page cache further, but that is not this process's RSS.",
+            "RSS counts pages mapped into this process. The fault maps the touched page and "
+            "what the kernel maps with it: the rest of its folio (up to 2 MiB with large "
+            "folios) and cached neighbours up to fault_around_bytes (64 KiB by default). "
+            "Readahead may read megabytes into the page cache (read_ahead_kb), but a cached "
+            "page joins RSS only once mapped; never nothing, since the touched page is mapped.",
         ),
         Exercise(
             "exercise_3_2",

@@ -37,10 +37,11 @@ __all__ = ["VERDICTS", "Advice", "advice_html", "advise"]
 # The notebooks' full-size parameters (their first code cell) and notebooks/README.md.
 N01_BLOCKS = 8 * 64 * 2**20  # 8 arrays of 64 MiB alive at once
 N02_MAPPINGS = 20_000
+MAPCOUNT_CAP = 300_000  # mmlab.mapcount.DEFAULT_CAP: the child stops there
 N03_FILE = 2**30
 N04_FILE = 256 * 2**20
 DATA_BYTES = 3 * 2**29  # notebooks/data at full size: about 1.5 GiB
-STRIDE_PAGES = 16  # notebook 03 section 4 touches every 16th page
+STRIDE_PAGES = 16  # notebook 03 section 5 touches every 16th page
 QM9_RECORDS = 130_831
 
 
@@ -66,7 +67,7 @@ def _notebook_01(f: _Facts) -> list[_Section]:
             f"file spans {spans} page(s) (exercise 1.2 checks against this machine)",
             "page_size",
         )
-    malloc = _Section("01", "4", "malloc uses anonymous mappings")
+    malloc = _Section("01", "4", "when malloc gives a block its own anonymous mapping")
     thp = f("thp_enabled")
     if thp == "always":
         malloc.add(
@@ -89,19 +90,39 @@ def _notebook_01(f: _Facts) -> list[_Section]:
         malloc,
         f,
         N01_BLOCKS + N01_BLOCKS // 2,
-        "8 blocks of 64 MiB are alive at once; the kernel may kill the notebook's kernel",
+        "8 blocks of 64 MiB are alive at once in a child process; the kernel may kill it",
         NOT_SHOWN,
     )
     data = (f("rlimit_data") or {}).get("soft")
     if isinstance(data, int) and data < 2 * N01_BLOCKS:
         malloc.add(
             NOT_SHOWN,
-            f"RLIMIT_DATA is {_size(data)}: the 512 MiB of blocks fail with MemoryError",
+            f"RLIMIT_DATA is {_size(data)}: the child's 512 MiB of blocks fail to allocate",
             "rlimit_data",
         )
-    sharing = _Section("01", "5-6", "MAP_SHARED vs MAP_PRIVATE; writing a read-only mapping")
+    path = _Section("01", "5", "one page's path: page table, page cache, file blocks")
+    around, ra = f("fault_around_bytes"), f("read_ahead_kb")
+    around_said = _size(around) if around else "64 KiB by default, unreadable here"
+    ra_said = _size(ra * 1024) if ra is not None else f.why("read_ahead_kb")
+    path.add(
+        CLEAR,
+        f"a fault maps neighbours up to fault_around_bytes ({around_said}) and reads ahead up "
+        f"to read_ahead_kb ({ra_said}): the diagram shows how many here",
+        "fault_around_bytes",
+        "read_ahead_kb",
+    )
+    if f("eviction_works") is False:
+        path.add(
+            DIFFERENT,
+            "the file's pages cannot be dropped here: the diagram shows them all cached, and "
+            "the touches are minor faults (no read from storage)",
+            "eviction_works",
+        )
+    sharing = _Section("01", "6-7", "MAP_SHARED vs MAP_PRIVATE; SIGSEGV and SIGBUS")
     sharing.add(CLEAR, "depends on no machine setting (Linux and a second Python process)")
-    return [first, malloc, sharing]
+    if f("cachestat") is False:
+        sharing.add(DIFFERENT, "no cachestat here: the dirty-page counts fail", "cachestat")
+    return [first, malloc, path, sharing]
 
 
 def _notebook_02(f: _Facts) -> list[_Section]:
@@ -128,48 +149,44 @@ def _notebook_02(f: _Facts) -> list[_Section]:
         layout.add(CLEAR, f"64 KiB sections are a whole number of {page:,}-byte pages", "page_size")
     else:
         layout.add(NOT_SHOWN, f"page size {page:,} does not divide 64 KiB", "page_size")
-    count = _Section("02", "4", "counting mappings against vm.max_map_count")
-    limits = f("rlimit_nofile") or {}
-    soft, hard = limits.get("soft"), limits.get("hard")
-    if isinstance(soft, int) or isinstance(hard, int):
-        hard_n = hard if isinstance(hard, int) else 10**9
-        soft_n = soft if isinstance(soft, int) else 10**9
-        raised = max(soft_n, min(hard_n, N02_MAPPINGS + 1_000))  # as the notebook does
-        made = min(N02_MAPPINGS, raised - 500)
-        if made < 100:
-            count.add(
-                NOT_SHOWN,
-                f"RLIMIT_NOFILE allows {raised:,} open files: too few for the one-page "
-                "mappings (each Python mmap keeps a file descriptor)",
-                "rlimit_nofile",
-            )
-        elif made < N02_MAPPINGS:
-            count.add(
-                DIFFERENT if made < N02_MAPPINGS // 2 else CLEAR,
-                f"RLIMIT_NOFILE's hard limit is {hard_n:,}: the notebook makes {made:,} "
-                f"one-page mappings, not {N02_MAPPINGS:,} (each Python mmap keeps a file "
-                "descriptor); the cost per mapping shows the same",
-                "rlimit_nofile",
-            )
-    else:
-        made = N02_MAPPINGS
+    cost = _Section("02", "4", "the cost of one mapping, small and large")
+    cost.add(CLEAR, "the cost is a ratio measured in interleaved rounds", "cpus_usable")
+    count = _Section("02", "5-6", "holding mappings; reaching vm.max_map_count and RLIMIT_NOFILE")
+    soft = (f("rlimit_nofile") or {}).get("soft")
+    if isinstance(soft, int) and soft < N02_MAPPINGS + 500:
+        count.add(
+            DIFFERENT,
+            f"RLIMIT_NOFILE's soft limit is {soft:,}: section 5 holds fewer than {N02_MAPPINGS:,} "
+            "mappings (each Python mmap keeps a file descriptor open)",
+            "rlimit_nofile",
+        )
     most = f("max_map_count")
     if most is None:
         count.add(UNKNOWN, f"vm.max_map_count: {f.why('max_map_count')}", "max_map_count")
-    elif most < made + 2_000:  # a Jupyter kernel already holds several hundred mappings
+    elif most >= MAPCOUNT_CAP:
         count.add(
             NOT_SHOWN,
-            f"vm.max_map_count is {most:,}: {made:,} more mappings reach it and mmap fails "
-            "with ENOMEM",
+            f"vm.max_map_count is {most:,}: the child stops at {MAPCOUNT_CAP:,} VMAs, short of it, "
+            "and says so",
             "max_map_count",
         )
     else:
         count.add(
             CLEAR,
-            f"vm.max_map_count is {most:,}: the count climbs toward it as in the text",
+            f"vm.max_map_count is {most:,}: the child splitting one mapping reaches it (ENOMEM)",
             "max_map_count",
         )
-    return [offsets, waste, layout, count]
+    if isinstance(most, int) and (soft == "unlimited" or isinstance(soft, int)):
+        files_first = isinstance(soft, int) and soft < most
+        shown = f"{soft:,}" if isinstance(soft, int) else soft
+        count.add(
+            CLEAR,
+            f"RLIMIT_NOFILE soft {shown} is {'below' if files_first else 'above'} "
+            f"vm.max_map_count {most:,}: Python's one-page mappings meet "
+            f"{'EMFILE' if files_first else 'ENOMEM'} first",
+            "rlimit_nofile",
+        )
+    return [offsets, waste, layout, cost, count]
 
 
 def _notebook_03(f: _Facts) -> list[_Section]:
@@ -188,7 +205,7 @@ def _notebook_03(f: _Facts) -> list[_Section]:
                 *touch_facts,
             )
     _residency(lazy, f)
-    readahead = _Section("03", "2", "readahead in the page cache")
+    readahead = _Section("03", "2", "what one fault reads, caches and maps")
     if _cold(readahead, f, "touching page 0 finds the whole file already cached"):
         if touch and ra is not None:
             cached, at_once = touch["pages_cached"], touch["pages_cached_at_once"]
@@ -205,8 +222,8 @@ def _notebook_03(f: _Facts) -> list[_Section]:
                 readahead.add(
                     CLEAR,
                     "mincore counts a page once its read has finished: right after the touch "
-                    f"it showed {at_once:,} pages cached, {cached:,} a moment later; so the "
-                    "page-cache count of measure(), taken at once, can be lower than the plot's",
+                    f"it showed {at_once:,} pages cached, {cached:,} a moment later; the "
+                    "notebook waits for the reads to finish and prints both counts",
                     "cold_touch",
                 )
         elif touch:
@@ -229,7 +246,20 @@ def _notebook_03(f: _Facts) -> list[_Section]:
                 "warm_touch",
             )
     _residency(readahead, f)
-    live = _Section("03", "3", "touch in a pattern and watch it live")
+    strides = _Section("03", "3", "touch every n-th page: where lazy loading stops")
+    warm = f("warm_touch")
+    cold = _cold(strides, f, "every stride finds the file cached: nothing is read")
+    if cold and ra is not None and warm:
+        widest = max(warm["pages_mapped"], 16)
+        strides.add(
+            CLEAR,
+            f"touches more than {_size(ra * 1024)} apart (read_ahead_kb {ra}) read a window "
+            f"each, not the whole file; more than {_size(widest * page)} apart (what one "
+            "warm fault mapped here, or fault-around) they map a few pages each",
+            "read_ahead_kb",
+            "warm_touch",
+        )
+    live = _Section("03", "4", "touch in a pattern and watch it live")
     if _cold(live, f, "runs with 'cold cache' ticked are warm"):
         live.add(
             CLEAR,
@@ -238,7 +268,7 @@ def _notebook_03(f: _Facts) -> list[_Section]:
         )
         _storage_counter(live, f)
     _residency(live, f)
-    hints = _Section("03", "4", "compare the kernel hints")
+    hints = _Section("03", "5", "compare the kernel hints")
     if _cold(hints, f, "every hint finds the file cached: no major faults to compare"):
         hints.add(CLEAR, "eviction works here: each hint starts from a cold file", "eviction_works")
         if ra is not None and ra * 1024 < STRIDE_PAGES * page:
@@ -257,7 +287,7 @@ def _notebook_03(f: _Facts) -> list[_Section]:
             "cached: cached-page counts fall short and later touches fault again",
             DIFFERENT,
         )
-    cold_warm = _Section("03", "5", "the same pattern cold and warm")
+    cold_warm = _Section("03", "6", "the same pattern cold and warm")
     if _cold(cold_warm, f, "both runs are warm"):
         cold_warm.add(CLEAR, "eviction works here: the cold run waits on storage", "eviction_works")
         _memory_for(
@@ -267,7 +297,7 @@ def _notebook_03(f: _Facts) -> list[_Section]:
             "the warm run may find pages of the 1 GiB file reclaimed and fault them in again",
             DIFFERENT,
         )
-    return [lazy, readahead, live, hints, cold_warm]
+    return [lazy, readahead, strides, live, hints, cold_warm]
 
 
 def _notebook_04(f: _Facts) -> list[_Section]:
@@ -323,31 +353,36 @@ def _notebook_04(f: _Facts) -> list[_Section]:
 
 
 def _notebook_05(f: _Facts) -> list[_Section]:
-    load = _Section("05", "1", "data.y.item() fails")
+    load = _Section("05", "1", "load QM9 the blog's way: __file__, InMemoryDataset, y.item()")
     load.add(CLEAR, "depends on no machine setting")
-    flush = _Section("05", "2", "flushing after every record")
+    run = _Section("05", "2", "the blog's program on a scaled-down file, extrapolated")
+    flush = _Section("05", "3", "what a flush after every record costs")
     fs = f("filesystem")
-    if fs in ("tmpfs", "ramfs"):
-        flush.add(
-            DIFFERENT,
-            f"{fs}: msync writes nothing to storage, so flushing after every record costs far "
-            "less than on a disk and the ratio to flushing once is small",
-            "filesystem",
-        )
-    elif fs is not None:
-        flush.add(CLEAR, f"{fs}: every flush writes the page it changed to storage", "filesystem")
+    for section in (run, flush):
+        if fs in ("tmpfs", "ramfs"):
+            section.add(
+                DIFFERENT,
+                f"{fs}: msync writes nothing to storage, so flushes are cheap and nothing waits: "
+                "wall time stays close to CPU time and flushing once gains far less",
+                "filesystem",
+            )
+        elif fs is not None:
+            section.add(
+                CLEAR,
+                f"{fs}: every flush writes the page it changed and waits for it",
+                "filesystem",
+            )
     cost = f("flush")
     if cost and fs not in ("tmpfs", "ramfs"):
-        total = QM9_RECORDS * cost["median"]
-        flush.add(
+        # 2 flushes per molecule plus its share of the 100 MB file's phantom records (65)
+        total = 67 * 2_000 * cost["median"]
+        run.add(
             DIFFERENT if total > 120 else CLEAR,
             f"one write and flush() of a mapping took {_ms(cost['median'])} here (median of "
-            f"{cost['rounds']}): flushing after each of {QM9_RECORDS:,} records takes about "
-            f"{total:,.0f} s, and the doubling loop as long again",
+            f"{cost['rounds']}): §2's full-size run (2,000 molecules, about 67 flushes each) "
+            f"takes about {total:,.0f} s",
             "flush",
         )
-    scan = _Section("05", "3", "the scan that runs past the data")
-    scan.add(CLEAR, "depends on no machine setting")
     store = _Section("05", "4", "double U0 with RecordStore, cold")
     if _cold(store, f, "the store starts warm and every section shows as cached"):
         store.add(
@@ -363,14 +398,29 @@ def _notebook_05(f: _Facts) -> list[_Section]:
         )
     elif has is None:
         store.add(UNKNOWN, f"cachestat: {f.why('cachestat')}", "cachestat")
-    rest = _Section("05", "5-6", "verify every value; compare the time")
+    rest = _Section("05", "5-6", "verify every value; separate the causes")
     rest.add(CLEAR, "depends on no machine setting (the times are this machine's)")
-    return [load, flush, scan, store, rest]
+    return [load, run, flush, store, rest]
 
 
 def _notebook_06(f: _Facts) -> list[_Section]:
-    readers = _Section("06", "2", "readers join one by one: RSS, USS, PSS")
-    workers = _Section("06", "3", "DataLoader workers: a list vs the mapped store")
+    readers = _Section("06", "2", "readers join and leave: RSS, USS, PSS, the page cache")
+    workers = _Section("06", "3", "DataLoader workers: a Python list, NumPy arrays, the store")
+    fs = f("filesystem")
+    if fs in ("tmpfs", "ramfs"):
+        readers.add(
+            DIFFERENT,
+            f"{fs}: the store's pages are shared memory (Pss_Shmem, not Pss_File) and cannot be "
+            "evicted, so the page cache is full before the first reader joins",
+            "filesystem",
+        )
+    elif f("eviction_works") is False:
+        readers.add(
+            DIFFERENT,
+            "eviction does not work here: the store's pages are cached before the first reader "
+            f"joins ({f.why('eviction_works')})",
+            "eviction_works",
+        )
     for s in (readers, workers):
         if f("smaps_rollup") is False:
             s.add(NOT_SHOWN, f"no USS or PSS: {f.why('smaps_rollup')}", "smaps_rollup")

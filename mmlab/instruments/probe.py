@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.instruments import pagecache
+from mmlab.instruments import pagecache, pagemap
 from mmlab.instruments.sysinfo import IN_MEMORY, Fact, Info, Unknown, format_size, read_value
 
 __all__ = ["PROBE_KEYS", "memory_copy", "probe", "unknown"]
@@ -57,12 +57,10 @@ def _smaps_rss(address: int) -> int | None:
 def _folio_pages(address: int) -> tuple[int | None, str]:
     """How many pages the folio holding the page at ``address`` has, via /proc/kpageflags."""
     try:
-        with open("/proc/self/pagemap", "rb") as f:
-            f.seek(address // _PAGE * 8)
-            entry = int.from_bytes(f.read(8), "little")
+        entry = int(pagemap.entries(address, 1)[0])
     except OSError as exc:
-        return None, f"cannot read /proc/self/pagemap: {exc.strerror}"
-    pfn = entry & ((1 << 55) - 1)
+        return None, str(exc)
+    pfn = entry & int(pagemap.PFN_MASK)
     if not entry >> 63 or pfn == 0:
         return None, "/proc/self/pagemap shows page frame numbers only to root (CAP_SYS_ADMIN)"
     try:

@@ -1,0 +1,118 @@
+"""When a mapping goes wrong, the kernel sends a signal: SIGSEGV and SIGBUS, run safely.
+
+A mapping's permissions live in its VMA (``r--s`` in ``/proc/self/maps``) and in its page
+table entries: a PTE of a read-only mapping is *write-protected*, so a store instruction to
+it faults, and since the VMA does not allow writing either, the kernel sends the process
+**SIGSEGV** (segmentation violation). Python's ``mmap`` object refuses the write before it
+reaches memory (``TypeError``), so the snippet writes with ``ctypes.memset``, as C would.
+
+A mapping may also outlive the file's data: if the file is truncated, the pages past its new
+end have nothing behind them, and touching one sends **SIGBUS** (bus error), not zeros.
+
+Either signal kills the process, so each snippet runs in a child Python (``-X faulthandler``,
+which prints where it died to stderr, then lets the signal kill it; core dumps off), in a
+scratch file it creates itself. ``write_read_only(folder)`` and ``touch_past_end(folder)``
+return a ``ChildResult``: the signal's name (``SIGSEGV``), the exit code, stdout, stderr and
+the code that ran. ``run(code)`` runs any snippet the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "READ_ONLY_WRITE",
+    "TRUNCATED_TOUCH",
+    "ChildResult",
+    "run",
+    "touch_past_end",
+    "write_read_only",
+]
+
+READ_ONLY_WRITE = """\
+import ctypes, mmap, sys
+import numpy as np
+with open(sys.argv[1], "rb") as f:
+    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # PROT_READ, MAP_SHARED
+address = np.frombuffer(mm, np.uint8).ctypes.data
+print("mapped read-only at", hex(address), "- now writing one byte there", flush=True)
+ctypes.memset(address, ord("x"), 1)  # a store instruction to a write-protected page
+print("the write went through")
+"""
+
+TRUNCATED_TOUCH = """\
+import mmap, os, sys
+page = mmap.PAGESIZE
+with open(sys.argv[1], "r+b") as f:
+    mm = mmap.mmap(f.fileno(), 2 * page)  # the file has 2 pages: map both
+    os.truncate(sys.argv[1], page)  # now the file ends after its first page
+print("mapped 2 pages, truncated the file to 1; reading page 0:", mm[0], flush=True)
+print("now reading page 1, past the file's end", flush=True)
+print("read", mm[page])
+"""
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How a child process ended: killed by ``signal`` (a name) or exited with ``returncode``."""
+
+    code: str
+    returncode: int
+    signal: str | None
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        how = f"killed by {self.signal}" if self.signal else f"exited with {self.returncode}"
+        lines = [f"the child was {how}", *(f"  stdout| {x}" for x in self.stdout.splitlines())]
+        lines += [f"  stderr| {x}" for x in self.stderr.splitlines() if x.strip()]
+        return "\n".join(lines)
+
+
+def _no_core_dump() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run(code: str, *args: str, timeout: float = 30.0) -> ChildResult:
+    """Run ``code`` in a child Python with ``args``; how it ended, never raising for a signal."""
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_no_core_dump,
+    )
+    name = signal.Signals(-done.returncode).name if done.returncode < 0 else None
+    return ChildResult(code, done.returncode, name, done.stdout, done.stderr)
+
+
+def _scratch(folder: str | os.PathLike[str], pages: int) -> Path:
+    fd, name = tempfile.mkstemp(prefix=".mmlab-signal-", suffix=".bin", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"m" * pages * os.sysconf("SC_PAGE_SIZE"))
+    return Path(name)
+
+
+def write_read_only(folder: str | os.PathLike[str]) -> ChildResult:
+    """A child maps a scratch file in ``folder`` read-only and writes to it: SIGSEGV."""
+    path = _scratch(folder, 1)
+    try:
+        return run(READ_ONLY_WRITE, str(path))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def touch_past_end(folder: str | os.PathLike[str]) -> ChildResult:
+    """A child maps 2 pages of a scratch file, truncates it to 1 and reads page 1: SIGBUS."""
+    path = _scratch(folder, 2)
+    try:
+        return run(TRUNCATED_TOUCH, str(path))
+    finally:
+        path.unlink(missing_ok=True)

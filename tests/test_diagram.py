@@ -1,0 +1,42 @@
+"""The page-path diagram, drawn for a real file mapping after touching a page: it has the four
+rows and the counts it shows are those pagemap and mincore measured."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import matplotlib
+import numpy as np
+
+from mmlab import diagram, pagemap
+
+matplotlib.use("Agg")
+PAGE = mmap.PAGESIZE
+
+
+def test_page_path_of_a_real_mapping(tmp_path):
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(256 * PAGE))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        _ = mm[100 * PAGE]
+        fig, ax = plt.subplots()
+        found = diagram.show_page_path(mm, path, [100], window=32, ax=ax)
+        assert np.array_equal(found.mapped, pagemap.present(mm))
+    assert found.mapped[100] and found.cached[100]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 4 and labels[0].startswith("virtual") and "file" in labels[3]
+    mapped = int(found.mapped.sum())
+    assert f"-> {mapped:,} mapped" in ax.get_title()
+    note = next(t.get_text() for t in ax.texts if t.get_text().startswith("Shown"))
+    outside = np.r_[found.mapped[:84], found.mapped[116:]].sum()  # window 84..115 around 100
+    assert f"{int(outside):,} of them mapped" in note
+    plt.close(fig)
+
+
+def test_window_follows_the_touched_pages():
+    assert diagram._window(np.array([500]), 1000, 48) == (476, 524)
+    assert diagram._window(np.array([2]), 1000, 48) == (0, 48)
+    assert diagram._window(np.array([]), 10, 48) == (0, 10)
