@@ -8,6 +8,9 @@ to copy: its pages stay shared page-cache pages however many workers read them.
 
 ``StoreDataset`` keeps only the store's path and opens the store in each process on first
 use, so it pickles for spawn and each worker gets its own mapping of the same pages.
+``ListDataset`` (one Python tuple per record) and ``ArrayDataset`` (three numpy arrays in
+RAM) hold the same records in this process and return the same items, so notebook 06 can
+compare the three like for like.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from mmlab.store import RecordStore
 
-__all__ = ["StoreDataset"]
+__all__ = ["ArrayDataset", "ListDataset", "StoreDataset"]
 
 
 class StoreDataset:
@@ -49,3 +52,39 @@ class StoreDataset:
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "_length": self._length, "_store": None, "_pid": None}
+
+
+class ListDataset:
+    """The usual way: every record a ``(smiles, float32 values)`` tuple in a Python list."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        with RecordStore.open(path) as store:
+            self.items = [(smiles, values.astype(np.float32)) for smiles, values in store]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        return self.items[i]
+
+
+class ArrayDataset:
+    """The same records in three numpy arrays in RAM: string offsets, string bytes, values.
+
+    Forked workers share them copy-on-write like the list, but they are three objects, not
+    two per record: reading a record writes no refcount on the pages that hold the data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        with RecordStore.open(path) as store:
+            n = len(store)
+            self.offsets = np.array(store._offsets[: n + 1])
+            self.heap = np.array(store._heap[: int(self.offsets[-1])])
+            self.values = np.ascontiguousarray(store._matrix[:, :n].T, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.heap[start:end].tobytes().decode(), self.values[i].copy()

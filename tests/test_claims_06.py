@@ -1,0 +1,52 @@
+"""Notebook 06's claims, read back from its quick-mode run in a fresh copy of notebooks/.
+
+The readers' sums follow from how RSS, USS and PSS count; the workers' copy-on-read is
+compared between arms of the same run (list against NumPy arrays and the mapped store), and
+against the size of the list's own objects, never against a constant.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def found(executed):
+    return executed("06")[2]
+
+
+def test_rss_counts_the_store_once_per_reader_and_pss_once(found):
+    readers = found["readers"]
+    assert readers >= 2
+    assert found["sum_rss"] == pytest.approx(readers * found["sum_pss"], rel=0.1)
+    assert found["sum_uss"] < 0.05 * found["sum_pss"]
+
+
+def test_pss_sits_under_the_file_at_about_the_pages_holding_records(found):
+    assert found["sum_pss"] < found["file_bytes"]
+    assert found["sum_pss"] == pytest.approx(found["data_bytes"], rel=0.1)
+
+
+def test_a_second_reader_takes_the_first_ones_uss(found):
+    assert found["first_uss_alone"] > 0.9 * found["data_bytes"]
+    assert found["first_uss_with_two"] < 0.05 * found["first_uss_alone"]
+
+
+def test_the_last_readers_uss_stays_in_the_page_cache(found):
+    assert found["cached_after_exit"] >= 0.9 * found["last_uss"] > 0
+
+
+def test_list_workers_copy_on_read_and_numpy_and_store_workers_do_not(found):
+    list_growth = found["list_worker_growth"]
+    # each worker reads objects on most pages of the list: it copies a good part of them
+    assert list_growth > 0.5 * found["list_bytes"]
+    assert list_growth > 3 * found["numpy_worker_growth"]
+    assert list_growth > 3 * found["store_worker_growth"]
+
+
+def test_the_claims_table_rows_of_06_are_recorded(executed):
+    claims = {c["key"]: c for c in executed("06")[2].claims}
+    assert set(claims) == {"sharing", "dataloader"}
+    assert claims["sharing"]["claim"] == "Sharing between processes"
+    assert claims["dataloader"]["claim"] == "... and so in DataLoader workers"
+    assert all(c["verdict"].startswith("true") for c in claims.values())
