@@ -83,3 +83,33 @@ def test_plot_sections_zooms_on_the_largest_padding():
     plt.close("all")
     with pytest.raises(ValueError, match="two sections"):
         align.plot_sections({"a": (0, 10)}, 4096)
+
+
+def test_padding_after_a_section():
+    sections = {"a": (65536, 1000), "b": (131072, 60000)}
+    assert align.padding_after(sections, "a", 262144) == 131072 - 66536
+    assert align.padding_after(sections, "b", 262144) == 262144 - 191072  # up to the file's end
+
+
+def test_a_tiny_file_costs_one_cached_page_read_or_mapped(tmp_path):
+    tiny = tmp_path / "tiny.bin"
+    tiny.write_bytes(bytes(100))
+    cost = align.tail_cost(tiny)
+    assert cost.size == 100 and str(cost).startswith("a 100-byte file")
+    if cost.cached_after_read is None:  # the kernel hides this file's page cache here
+        assert "cannot be counted" in cost.cached
+    else:
+        assert cost.cached_after_read == cost.cached_after_mmap == 1
+
+
+def test_the_zoom_box_is_visible_on_a_large_file():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = {"a": (65536, 1000), "b": (131072, 60000), "c": (2**30, 10)}
+    whole, _ = align.plot_sections(sections, 2**30 + 65536)
+    box = whole.patches[-1].get_path().get_extents(whole.patches[-1].get_transform())
+    assert box.width >= 0.015 * whole.get_window_extent().width  # not a hairline
+    plt.close("all")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import mmap
 import resource
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mmlab import bench
 from mmlab.course import mapcount
+from mmlab.instruments.stats import Spread
 
 PAGE = mmap.PAGESIZE
 LIMIT = int(Path("/proc/sys/vm/max_map_count").read_text())
@@ -48,6 +52,28 @@ def test_held_mappings_each_take_a_vma_and_a_file_descriptor(pages):
     assert mapcount.count_fds() == counts.fds_before
 
 
+@pytest.mark.skipif(shutil.which("setarch") is None, reason="needs setarch")
+def test_held_mappings_are_not_merged_under_the_legacy_layout(pages):
+    # legacy layout places each new mapping above the last: consecutive file offsets merged
+    code = f"""
+from mmlab.course import mapcount
+with mapcount.held({str(pages)!r}, 50) as c:
+    print(c.vmas_during - c.vmas_before)
+"""
+    done = subprocess.run(["setarch", "-L", sys.executable, "-c", code], capture_output=True,
+                          text=True)  # fmt: skip
+    if done.returncode != 0 and "setarch" in done.stderr:
+        pytest.skip(f"setarch -L refused here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 50
+
+
+def test_a_child_that_reaches_neither_limit_says_so(pages):
+    found = mapcount.fill_python_mmaps(pages, cap=300)
+    assert found.error is None and found.calls == 300
+    assert found.end == "stopped at the cap of 300" and "stopped at the cap of 300" in str(found)
+
+
 def test_cost_split_adds_up(pages):
     n = 200
     with open(pages, "rb") as f:
@@ -61,11 +87,40 @@ def test_cost_split_adds_up(pages):
             mapcount.CTYPES: lambda: mapcount.ctypes_calls(n),
         }
         split = mapcount.cost_split(bench.compare(arms, repeats=3), n, pages=64)
+        mapcount.plot_per_call(bench.compare(arms, repeats=1), n)
     parts = (split.python, split.kernel, split.fd, split.rest)
     for whole, kernel, fd_work, rest in zip(*(p.samples for p in parts), strict=True):
         assert kernel + fd_work + rest == pytest.approx(whole)
     assert split.python.median > 0 and len(split.large_over_one.samples) == 3
     assert "of which" in str(split) and "64-page mapping" in str(split)
+    assert split.ctypes_mmap.median > 0 and "ctypes' own cost" in str(split)
+
+
+def _split(shares):
+    """A Split whose system calls take ``shares`` of 1 µs, round by round."""
+    one = Spread.of([1.0] * len(shares))
+    parts = [Spread.of(shares), Spread.of([1 - s for s in shares]), Spread.of([0.0] * len(shares))]
+    return mapcount.Split(10, 10, one, one, *parts, one, one)
+
+
+def test_the_larger_part_is_named_only_when_the_rounds_agree():
+    assert _split([0.6, 0.62, 0.58, 0.61, 0.63, 0.6, 0.59]).larger_part() == "kernel"
+    assert _split([0.4, 0.42, 0.38, 0.41, 0.43, 0.4, 0.39]).larger_part() == "python"
+    straddling = _split([0.44, 0.44, 0.45, 0.5, 0.55, 0.56, 0.6])  # 44% [44%–55%] in review
+    assert straddling.larger_part() is None
+    assert "this run cannot tell" in str(straddling)
+
+
+def test_first_refusal_from_the_two_limits():
+    assert mapcount.first_refusal(65_530, 1_024) == "EMFILE"
+    assert mapcount.first_refusal(65_530, 1_048_576) == "ENOMEM"
+    assert mapcount.first_refusal(65_530, "unlimited") == "ENOMEM"
+    assert mapcount.first_refusal(1_048_576, 1_048_576) is None  # both above the cap
+    assert mapcount.first_refusal(1_048_576, 1_000, cap=1_000) is None
+
+
+def test_one_mapping_reserves_a_quarter_of_the_address_space():
+    assert mapcount.reserve(mapcount.address_space_top() // 4)
 
 
 def test_the_address_space_is_a_power_of_two():

@@ -15,8 +15,11 @@ program (EMFILE) before ``vm.max_map_count`` does.
 * ``python_mmaps``, ``bare_mmaps``, ``fd_calls``, ``refused_mmaps``, ``ctypes_calls``: ``n``
   map-and-unmap pairs with Python's object, the same system calls through ``ctypes``, the
   ``fstat``, ``dup`` and ``close`` Python's object adds, and ``ctypes``' own cost per call
-  (no system call), to time with ``mmlab.bench.compare``; ``cost_split`` reads the split.
+  (no system call), to time with ``mmlab.bench.compare``; ``cost_split`` reads the split,
+  ``plot_per_call`` draws microseconds per call.
 * ``held(path, n)``: hold ``n`` one-page Python mappings and count VMAs and open files.
+* ``reserve(nbytes)``: whether one mapping of that much address space alone is accepted;
+  ``first_refusal`` says which limit one-page Python mappings should meet first.
 * ``fill_vmas()`` and ``fill_python_mmaps(path)`` run in a child process until the kernel
   refuses: one large anonymous mapping whose alternate pages are ``mprotect``-ed (each one
   splits a VMA) until ENOMEM, and one-page Python mappings of a file until EMFILE or ENOMEM.
@@ -31,6 +34,7 @@ import ctypes
 import errno
 import functools
 import json
+import math
 import mmap
 import os
 import platform
@@ -41,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmlab.instruments.stats import Spread
+from mmlab.instruments.stats import FEW_ROUNDS, Spread
 
 __all__ = [
     "BARE",
@@ -63,9 +67,12 @@ __all__ = [
     "fd_calls",
     "fill_python_mmaps",
     "fill_vmas",
+    "first_refusal",
     "held",
+    "plot_per_call",
     "python_mmaps",
     "refused_mmaps",
+    "reserve",
 ]
 
 PAGE = mmap.PAGESIZE
@@ -148,8 +155,9 @@ class Split:
     a mapping of the whole file's time over a one-page mapping's. Microseconds per call:
     ``python`` (``mmap.mmap`` of one page, then ``close``), ``kernel`` (the ``mmap`` and
     ``munmap`` system calls, with ``ctypes``' own cost of two calls taken off), ``fd``
-    (``fstat``, ``dup``, ``close``, three calls' cost taken off) and ``rest`` (what is left
-    of ``python``: building Python's object, parsing its arguments).
+    (``fstat``, ``dup``, ``close``, three calls' cost taken off), ``rest`` (what is left
+    of ``python``: building Python's object, parsing its arguments), and ``ctypes``' own
+    cost per call: ``ctypes_mmap`` (the refused ``mmap``) and ``ctypes_call`` (``abs``).
     """
 
     n: int
@@ -159,6 +167,14 @@ class Split:
     kernel: Spread
     fd: Spread
     rest: Spread
+    ctypes_mmap: Spread
+    ctypes_call: Spread
+
+    def larger_part(self) -> str | None:
+        """``"kernel"`` if the system calls' share lies clearly above half (the whole IQR,
+        or every round with few rounds), ``"python"`` if clearly below, ``None`` if the
+        rounds straddle half: this run cannot tell."""
+        return {1: "kernel", -1: "python", 0: None}[self.share(self.kernel).side(0.5)]
 
     def share(self, part: Spread) -> Spread:
         """A part's time as a fraction of Python's whole call, round by round."""
@@ -182,10 +198,22 @@ class Split:
         for label, part in parts:
             lines.append(f"  {label:<30}{part.text('.2g', ' µs')} ({self.share(part).text('.0%')})")
         lines.append("  (each part's median over the rounds: they need not add up to 100% exactly)")
-        if self.share(self.kernel).median > 0.5:
-            lines.append("the mmap system call itself is the larger part here")
-        else:
-            lines.append("what Python adds (fstat, dup, close, the object) is the larger part here")
+        lines.append(
+            f"ctypes' own cost, taken off above: {self.ctypes_mmap.text('.2g', ' µs')} per mmap "
+            f"call (the refused one), {self.ctypes_call.text('.2g', ' µs')} per cheap call: why "
+            "the ctypes system calls can take longer than the whole of mmap.mmap"
+        )
+        few = len(self.python.samples) < FEW_ROUNDS  # then Spread.side asks every round
+        side = f"the system calls' share {'in every round' if few else 'over the whole IQR'} is"
+        lines.append(
+            {
+                "kernel": f"{side} above 50%: the mmap system calls are the larger part here",
+                "python": f"{side} below 50%: what Python adds (fstat, dup, close, the object) "
+                "is the larger part here",
+                None: "about half each: the rounds fall on both sides of 50%, so this run cannot "
+                "tell which part is larger",
+            }[self.larger_part()]
+        )
         return "\n".join(lines)
 
 
@@ -206,9 +234,29 @@ def cost_split(cost, n: int, pages: int) -> Split:
     parts = []
     for py, bare, fd, refused, cheap in rounds:
         kernel, fd_work = bare - refused - cheap, fd - 3 * cheap
-        parts.append((py, kernel, fd_work, py - kernel - fd_work))
-    python, kernel, fd, rest = (Spread.of(column) for column in zip(*parts, strict=True))
-    return Split(n, pages, cost.relative(ONE_PAGE, LARGE), python, kernel, fd, rest)
+        parts.append((py, kernel, fd_work, py - kernel - fd_work, refused, cheap))
+    spreads = (Spread.of(column) for column in zip(*parts, strict=True))
+    return Split(n, pages, cost.relative(ONE_PAGE, LARGE), *spreads)
+
+
+def plot_per_call(cost, n: int, ax=None):
+    """``bench.compare``'s result ``cost`` (``n`` calls per arm and round) as microseconds per
+    call: medians as bars, the IQR as error bars. Needs matplotlib; returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(cost)))
+    spreads = [row.seconds.scaled(1e6 / n) for row in cost]
+    medians = [s.median for s in spreads]
+    errors = [[s.median - s.q1 for s in spreads], [s.q3 - s.median for s in spreads]]
+    ax.barh(cost.names, medians, xerr=errors, capsize=3, color="#1f77b4")
+    for y, spread in enumerate(spreads):  # the median, written past the error bar
+        ax.text(spread.q3, y, f"  {spread.median:.2g}", va="center", fontsize=8)
+    ax.set_xlim(0, max(s.q3 for s in spreads) * 1.12)
+    ax.invert_yaxis()
+    ax.set_xlabel("µs per call (median of the rounds; error bars: interquartile range)")
+    ax.set_title(f"{n:,} calls per way and round; {cost.rounds} rounds, interleaved", fontsize=9)
+    return ax
 
 
 def count_vmas() -> int:
@@ -229,6 +277,28 @@ def address_space_top() -> int:
     return 1 << (max(ends) - 1).bit_length()
 
 
+def reserve(nbytes: int) -> bool:
+    """Whether one mapping of ``nbytes`` of address space alone (``PROT_NONE``, no memory
+    reserved) is accepted; it is unmapped at once."""
+    libc = _libc()
+    flags = _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE
+    address = libc.mmap(None, nbytes, _PROT_NONE, flags, -1, 0)
+    if address == _FAILED:
+        return False
+    libc.munmap(address, nbytes)
+    return True
+
+
+def first_refusal(max_map_count: int, nofile_soft: int | str | None, cap: int = DEFAULT_CAP):
+    """Which error one-page ``mmap.mmap`` calls should meet first: ``"EMFILE"`` if the
+    open-file soft limit is the lower, ``"ENOMEM"`` if ``vm.max_map_count`` is, ``None`` if
+    both are at or above ``cap``, where the child stops first."""
+    files = nofile_soft if isinstance(nofile_soft, int) else math.inf
+    if min(files, max_map_count) >= cap:
+        return None
+    return "EMFILE" if files < max_map_count else "ENOMEM"
+
+
 def count_fds() -> int:
     """This process's open file descriptors."""
     return len(os.listdir("/proc/self/fd"))
@@ -247,12 +317,15 @@ class Counts:
 
 @contextmanager
 def held(path: str | os.PathLike[str], n: int):
-    """Hold ``n`` one-page mappings of ``path`` (each at its own offset); yields ``Counts``."""
+    """Hold ``n`` one-page mappings of ``path``; yields ``Counts``.
+
+    Every mapping is of the file's first page: the kernel merges a new mapping into the VMA
+    next to it when both map the same file at contiguous offsets with the same permissions,
+    so mappings of consecutive pages placed side by side could count as one VMA.
+    """
     vmas, fds = count_vmas(), count_fds()
     with open(path, "rb") as f:
-        maps = [
-            mmap.mmap(f.fileno(), PAGE, access=mmap.ACCESS_READ, offset=i * PAGE) for i in range(n)
-        ]
+        maps = [mmap.mmap(f.fileno(), PAGE, access=mmap.ACCESS_READ) for _ in range(n)]
     try:
         yield Counts(n, vmas, count_vmas(), fds, count_fds())
     finally:
@@ -278,11 +351,15 @@ class Refusal:
     seconds: float
     cap: int
 
+    @property
+    def end(self) -> str:
+        """How the child stopped: ``"refused with ENOMEM"``, ``"stopped at the cap of 300,000"``."""
+        return f"refused with {self.error}" if self.error else f"stopped at the cap of {self.cap:,}"
+
     def __str__(self) -> str:
-        end = f"refused with {self.error}" if self.error else f"stopped at the cap of {self.cap:,}"
         return (
-            f"{self.what}: {self.calls:,} calls in {self.seconds * 1e3:,.0f} ms, then {end}; the "
-            f"child then held {self.vmas:,} VMAs (from {self.vmas_before:,}); vm.max_map_count "
+            f"{self.what}: {self.calls:,} calls in {self.seconds * 1e3:,.0f} ms, then {self.end}; "
+            f"the child then held {self.vmas:,} VMAs (from {self.vmas_before:,}); vm.max_map_count "
             f"{self.max_map_count:,}, RLIMIT_NOFILE (soft) {self.nofile_soft:,}"
         )
 

@@ -203,7 +203,7 @@ def _cached_qm9pack() -> Path:
         pass  # missing or damaged: rebuild it
     cache.parent.mkdir(parents=True, exist_ok=True)
     building = cache.with_name(cache.name + f".{os.getpid()}.building")
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
     molecules = tqdm(
         _qm9pack_molecules(), total=QM9_MOLECULES, desc="converting qm9pack (once)", unit="mol"
@@ -294,7 +294,7 @@ def to_store(
 
     An existing store at ``path`` is replaced only once the new one is complete.
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
     path = Path(path)
     total = QM9_MOLECULES if limit is None else min(limit, QM9_MOLECULES)
@@ -387,7 +387,7 @@ def prepare_pyg_root(
     zwitterion drawn neutral; their ``y`` is identical, taken from the same values. On all of
     qm9pack, 6,808 molecules needed the Hueckel retry and 2 got connectivity only.
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
     root = Path(root)
     raw_dir = root / "raw"

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import mmap
 import os
+import warnings
+from dataclasses import dataclass
 from itertools import pairwise
 
 __all__ = [
+    "TailCost",
     "align_down",
     "align_up",
     "allocation_granularity",
     "map_range",
+    "padding_after",
     "page_size",
     "plot_sections",
+    "tail_cost",
     "tail_waste",
 ]
 
@@ -82,6 +87,66 @@ def map_range(
     return view
 
 
+def padding_after(sections: dict[str, tuple[int, int]], name: str, nbytes: int) -> int:
+    """Bytes between the end of section ``name`` and the next section (or the file's end,
+    ``nbytes``): its last page's unused part and any whole pages of padding after it."""
+    offset, size = sections[name]
+    starts = [o for o, _ in sections.values() if o >= offset + size]
+    return min(starts, default=nbytes) - (offset + size)
+
+
+@dataclass(frozen=True)
+class TailCost:
+    """What a small file costs, read with ``read()`` and then mapped: its bytes on disk
+    (``st_blocks``), and its pages in the page cache after each (evicted before each), or
+    ``None`` with ``why`` where this process cannot count them."""
+
+    size: int
+    disk_bytes: int
+    cached_after_read: int | None
+    cached_after_mmap: int | None
+    why: str = ""
+
+    @property
+    def cached(self) -> str:
+        """The cached pages after each way of reading, in words."""
+        if self.cached_after_read is None or self.cached_after_mmap is None:
+            return f"its cached pages cannot be counted here ({self.why})"
+        return (
+            f"{self.cached_after_read} page(s) of {page_size():,} bytes in the page cache after "
+            f"read(), {self.cached_after_mmap} after mmap and a touch"
+        )
+
+    def __str__(self) -> str:
+        return f"a {self.size:,}-byte file: {self.disk_bytes:,} bytes on disk; {self.cached}"
+
+
+def tail_cost(path: str | os.PathLike[str]) -> TailCost:
+    """Read ``path`` whole with ``read()``, then map it and touch its first byte, evicting
+    it from the page cache before each, and count its cached pages after each."""
+    from mmlab.instruments import pagecache
+
+    def cached_after(load) -> int:
+        if pagecache.evict(path).resident_after is None:
+            raise pagecache.PageCacheHiddenError("the kernel hides this file's page cache")
+        with open(path, "rb") as f:
+            load(f)
+            return int(pagecache.residency(path).sum())
+
+    def mapped(f) -> None:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            m.read(1)  # the touch that faults the page in
+
+    st = os.stat(path)
+    try:
+        with warnings.catch_warnings():  # tmpfs cannot evict: counted as cached, as it is
+            warnings.simplefilter("ignore", pagecache.EvictionWarning)
+            by_read, by_mmap = cached_after(lambda f: f.read()), cached_after(mapped)
+    except OSError as exc:  # no posix_fadvise or mincore, or a hidden page cache
+        return TailCost(st.st_size, st.st_blocks * 512, None, None, str(exc))
+    return TailCost(st.st_size, st.st_blocks * 512, by_read, by_mmap)
+
+
 def _largest_gap(sections: dict[str, tuple[int, int]]) -> tuple[str, int, int]:
     """The section followed by the most padding: (its name, where it ends, where the next
     section, or nothing, starts)."""
@@ -110,7 +175,7 @@ def plot_sections(
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(2, 1, figsize=(10, 4.2), gridspec_kw={"height_ratios": [1, 1.3]})
+        _, axes = plt.subplots(2, 1, figsize=(10, 5), gridspec_kw={"height_ratios": [1.3, 1]})
     whole, zoom = axes
     page, kib = page_size(), 1024
     colours = {name: f"C{k % 10}" for k, name in enumerate(sections)}
@@ -124,12 +189,14 @@ def plot_sections(
     high = start + 2 * page
     for x in range(low - low % page, high + 1, page):
         zoom.axvline(x / kib, color="white", lw=0.8)
-    zoom.set(xlim=(low / kib, high / kib), ylim=(-0.5, 0.8))
+    zoom.set(xlim=(low / kib, high / kib), ylim=(-0.5, 1.0))
     zoom.axvline(start / kib, color="k", lw=1.5, ls="--")
     after = next((n for n, (o, _) in sections.items() if o == start), None)
     zoom.text((low + end) / 2 / kib, 0, f"{name}\n(its last pages)", ha="center", va="center")
-    # above the bars: the padding can be narrower than its label
-    zoom.text((end + start) / 2 / kib, 0.45, f"padding: {start - end:,} bytes", ha="center",
+    # above the bars, between arrows marking the padding; the label ends at the dashed line,
+    # since the padding can be narrower than its label
+    zoom.annotate("", (end / kib, 0.55), (start / kib, 0.55), arrowprops={"arrowstyle": "<->"})
+    zoom.text(start / kib, 0.65, f"padding after {name}: {start - end:,} bytes ", ha="right",
               va="bottom")  # fmt: skip
     if after:
         zoom.text((start + high) / 2 / kib, 0, after, ha="center", va="center")
@@ -140,9 +207,18 @@ def plot_sections(
     )
     whole.set_xlim(0, nbytes / kib)
     whole.set_xlabel("offset in the file (KiB); grey: outside any section (headers, padding)")
-    whole.axvspan(low / kib, high / kib, ymin=0, ymax=1, fill=False, edgecolor="k", lw=1.2)
+    # the zoom can be a few KiB of a file of megabytes: the box is drawn at least 2% wide
+    middle, width = (low + high) / 2, max(high - low, nbytes / 50)
+    box = ((middle - width / 2) / kib, (middle + width / 2) / kib)
+    whole.axvspan(*box, ymin=0.02, ymax=0.98, fill=False, edgecolor="k", lw=2)
+    whole.text(box[1], 0.5, " zoom", va="center", ha="left", fontsize=9)
+    whole.set_ylim(-0.5, 0.7)
     whole.set_title(title or "sections of the file; the box is the zoom below", fontsize=10)
-    for n, (offset, size) in sections.items():
-        whole.text((offset + size / 2) / kib, 0, n, ha="center", va="center", fontsize=6,
-                   rotation=90)  # fmt: skip
+    width_points = whole.get_position().width * whole.figure.get_figwidth() * 72
+    starts = sorted([o for o, _ in sections.values()] + [nbytes])
+    for n, (offset, _) in sections.items():
+        room = min(s for s in starts if s > offset) - offset  # up to the next section
+        if room / nbytes * width_points >= 10:  # room for a line of 8-point text
+            whole.text((offset + room / 2) / kib, 0, n, ha="center", va="center", fontsize=8,
+                       rotation=90)  # fmt: skip
     return axes
