@@ -57,9 +57,8 @@ def test_sparse_strides_stay_lazy_where_the_machine_sizes_are_smaller(run, facts
     found = run[2]
     if not facts.eviction_works.value:
         pytest.skip("eviction does not work here: every stride is warm")
-    window = facts.read_ahead_kb.value * 1024 // PAGE if facts.read_ahead_kb.known else None
     warm = facts.warm_touch.value["pages_mapped"] if facts.warm_touch.known else 512
-    widest = max(window or 2048, warm, 16)
+    widest = max(_window(facts) or 2048, warm, 16)
     rows = zip(
         found["strides"], found["stride_read_share"], found["stride_mapped_share"], strict=True
     )
@@ -70,6 +69,24 @@ def test_sparse_strides_stay_lazy_where_the_machine_sizes_are_smaller(run, facts
         assert read < 0.75, f"every {stride}th page read {read:.0%} of the file"
     # the densest stride touched 1/16 of the pages: it can never map less than that
     assert found["stride_mapped_share"][0] >= 1 / 16 * 0.9
+
+
+def _window(facts) -> int | None:
+    """Pages one cold fault reads: read_ahead_kb, else what the doctor's cold touch cached."""
+    if facts.read_ahead_kb.known:
+        return facts.read_ahead_kb.value * 1024 // PAGE
+    return facts.cold_touch.value["pages_cached"] if facts.cold_touch.known else None
+
+
+def test_willneed_reads_about_one_window_not_the_file(run, facts):
+    found = run[2]
+    if not facts.eviction_works.value:
+        pytest.skip("eviction does not work here: the file is cached before any hint")
+    file_pages = found["file_bytes"] // PAGE
+    assert 0 < found["willneed_cached_pages"] < file_pages / 2
+    window = _window(facts)
+    if window:  # max(read_ahead_kb, max_sectors_kb): a device's largest I/O is a few MiB
+        assert found["willneed_cached_pages"] <= max(CACHED_FACTOR * window, 4 * 2**20 // PAGE)
 
 
 def test_live_view_does_not_change_the_fault_counts(run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+from collections import Counter
 from types import SimpleNamespace
 
 import matplotlib
@@ -18,13 +19,13 @@ matplotlib.use("Agg")
 PAGE = mmap.PAGESIZE
 
 
-def _report(ra_kb=128, warm=16, folios=False, around=None):
+def _report(ra_kb=128, warm=16, folios=False, around=None, cold_cached=None):
     return SimpleNamespace(
         read_ahead_kb=Fact(ra_kb, "test") if ra_kb else Unknown("test"),
         fault_around_bytes=Fact(around, "test") if around else Unknown("test"),
         warm_touch=Fact({"pages_mapped": warm, "minor_faults": 1, "folio_pages": None}, "t"),
         large_folios=Fact(folios, "test"),
-        cold_touch=Unknown("test"),
+        cold_touch=Fact({"pages_cached": cold_cached}, "t") if cold_cached else Unknown("t"),
     )
 
 
@@ -49,6 +50,10 @@ def test_file_bytes_grows_to_forty_readahead_windows():
     size, why = lazy.file_bytes(64, server)
     assert size == 40 * 8 * 2**20 and "instead of" in why
     assert lazy.file_bytes(64, lazy.Sizes.of(_report(ra_kb=None)))[0] == 64 * 2**20
+    # btrfs: read_ahead_kb unknown, but the doctor's cold touch cached 1,024 pages (4 MiB)
+    btrfs = lazy.Sizes.of(_report(ra_kb=None, cold_cached=1024))
+    size, why = lazy.file_bytes(64, btrfs)
+    assert size == 40 * 1024 * PAGE and "cold touch cached" in why
 
 
 def test_touch_window_finds_the_run_of_cached_pages():
@@ -84,8 +89,43 @@ def test_stride_sweep_counts_what_each_stride_did(sample):
     sizes = lazy.Sizes.of(_report())
     assert len(lazyexplain.explain_strides(rows, sizes)) == 2
     lazyview.plot_strides(rows, sizes)
-    measured, verdict = lazyexplain.claim_faults(lazy.touch_once(sample, 0), rows)
+    measured, verdict = lazyexplain.claim_faults(lazy.touch_once(sample, 0), rows, sizes)
     assert "every 16th page" in measured and verdict.startswith("true")
+    for r in rows:  # folio sizes met, or why they are unknown (not root)
+        assert isinstance(r.folios, str) or sum(r.folios.values()) == min(r.touched, 256)
+
+
+def test_folio_sizes_of_touched_pages(sample):
+    with mapped(sample) as mm:
+        touch_pages(mm, [0, 64])
+        sizes = lazy.folio_sizes(mm, [0, 64])
+    if isinstance(sizes, str):
+        assert "root" in sizes or "unreadable" in sizes
+    else:
+        assert sum(sizes.values()) == 2 and min(sizes) >= 1
+        assert "of 2" in lazy.folio_text(sizes)
+    assert lazy.folio_text("unknown here") == "unknown here"
+
+
+def test_explain_touches_names_read_around_folios():
+    resident = np.zeros(4096, bool)
+    resident[0:32] = True
+    cold = lazy.Touch(16, True, 0, 1, 32 * PAGE, 16, 8, resident)
+    warm = lazy.Touch(16, False, 1, 0, 0, 16, 32, resident, folio=Counter({1: 1}))
+    text = " ".join(lazyexplain.explain_touches(cold, warm, lazy.Sizes.of(_report(folios=True))))
+    assert "retried" in text and "1-page folios" in text
+
+
+def test_hint_reach_counts_before_any_touch(sample):
+    if pagecache.evict(sample).resident_after != 0:
+        pytest.skip("eviction does not work here")
+    pages = 16 * 2**20 // PAGE
+    assert lazy.hint_reach(sample, None) == (0, 0)
+    assert lazy.hint_reach(sample, "populate")[1] == pages
+    reach = {"willneed": (0, 32), "populate": (pages, pages)}
+    lines = lazyexplain.explain_reach(reach, pages, lazy.Sizes.of(_report()), 64)
+    assert "did not read the range" in lines[0] and "max(32, 64) = 64 pages" in lines[0]
+    assert "did not read" not in lines[1]
 
 
 def test_watch_leaves_the_drawing_out_of_the_counts(sample):
@@ -101,14 +141,45 @@ def test_watch_leaves_the_drawing_out_of_the_counts(sample):
     # the touches fault at most once per page (plus a few for the index arrays); the junk
     # and the drawing between steps would add thousands
     assert w.totals.minor_faults + w.totals.major_faults <= len(pages) + 16
-    assert w.figure.frames == 5 and "uncounted" in w.summary()
+    assert w.figure.frames == 5 and "uncounted" in w.summary() and w.replayed == 0
+    assert len(w.caches) == 4
+
+
+def test_watch_replays_a_run_too_short_to_animate(sample):
+    with lazyview.Watch(sample, "test", every=60) as w, mapped(sample) as mm:
+        for chunk in np.array_split(np.arange(0, 4096, 64), 4):
+            with w.step(len(chunk)):
+                touch_pages(mm, chunk)
+            w.update()  # draws the first time only: every=60
+        counted = w.totals
+    assert w.replayed == 4 and w.figure.frames == 1 + 4 + 1  # live, replay, final
+    assert w.totals == counted and "replayed" in w.summary()
+
+
+def test_explain_random_reports_pages_mapped_per_fault():
+    def watch(minor, major, rss):
+        return SimpleNamespace(
+            totals=SimpleNamespace(minor_faults=minor, major_faults=major, rss=rss)
+        )
+
+    sizes = lazy.Sizes.of(_report())
+    lines = lazyexplain.explain_random(
+        watch(99, 1, 1600 * PAGE), watch(99, 1, 1600 * PAGE), 100, sizes
+    )
+    assert lines[0].endswith("1.00") and "16.0 pages mapped per fault" in lines[1]
+    assert "fault-around, not large folios" in lines[1] and "most touches" in lines[2]
+    lines = lazyexplain.explain_random(
+        watch(9, 1, 5120 * PAGE), watch(9, 1, 5120 * PAGE), 10, sizes
+    )
+    assert "large folios" in lines[1]
 
 
 def test_explain_cold_warm_names_the_hidden_wait():
-    cold = SimpleNamespace(wall_s=0.5, major_faults=1, minor_faults=900)
-    warm = SimpleNamespace(wall_s=0.004, major_faults=0, minor_faults=900)
-    assert "counts such a fault as minor" in lazyexplain.explain_cold_warm(cold, warm, 0.005)
-    assert "account for the extra time" in lazyexplain.explain_cold_warm(cold, warm, 0.4)
+    cold = SimpleNamespace(wall_s=0.5, cpu_s=0.01, major_faults=1, minor_faults=900)
+    warm = SimpleNamespace(wall_s=0.004, cpu_s=0.004, major_faults=0, minor_faults=900)
+    text = lazyexplain.explain_cold_warm(cold, warm, 0.005, kernel="6.18")
+    assert "waited 490 ms" in text and "This kernel (6.18) counts them minor" in text
+    assert "account for the wait" in lazyexplain.explain_cold_warm(cold, warm, 0.4)
 
 
 def test_explain_hints_reads_a_comparison(sample):
@@ -129,6 +200,8 @@ def test_explain_hints_reads_a_comparison(sample):
     )
     (line,) = lazyexplain.explain_hints(result)
     assert line.startswith("random:") and "no hint" in line
+    if result["random"].major_faults > 4 * max(result["none"].major_faults, 1):
+        assert "each waited for in its own fault" in line
     lazyview.plot_hints(result)
 
 
@@ -141,7 +214,10 @@ def test_explain_first_says_lazy_or_not_and_survives_a_missing_counter():
     assert lazyexplain.explain_first(mapping, touched, 2**20, 100 * 2**20)[-1].startswith("NOT")
     touched.read_bytes, touched.unavailable = None, {"read_bytes": "no /proc/self/io"}
     assert "unknown" in lazyexplain.explain_first(mapping, touched, 0, 2**30)[0]
-    assert lazyexplain.claim_lazy(mapping, touched, 0, 2**30)[1] == "not checked here"
+    assert lazyexplain.claim_lazy(mapping, touched, 0, 2**30, 10)[1] == "not checked here"
+    touched.read_bytes = 80 * 2**20
+    mapping.wall_s = mapping.minor_faults = mapping.major_faults = 0
+    assert "touching 10 pages cold" in lazyexplain.claim_lazy(mapping, touched, 0, 2**30, 10)[0]
 
 
 def test_page_paths_draw_this_runs_touches(sample):

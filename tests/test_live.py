@@ -75,6 +75,26 @@ def test_live_figure_inside_an_output_widget_updates_an_image(tmp_path):
     assert not [o for o in outputs if "image/png" in o.get("data", {})]
 
 
+def test_live_figure_told_it_is_in_a_widget_draws_an_image(tmp_path):
+    """widget=True (what notebook 03's interact passes) needs no guess from ipywidgets."""
+    cells = [
+        WIDGET_CELLS[0],
+        "with LiveFigure(lambda ax: ax.plot([1, 2]), every=0, widget=True) as live:\n"
+        "    live.update()\n"
+        "print(live.frames, live._image is not None)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = notebook.cells[1].get("outputs", [])
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert text.strip() == "2 True"
+
+
 def test_in_output_widget_follows_the_capture():
     import ipywidgets
 

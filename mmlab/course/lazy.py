@@ -10,11 +10,15 @@ that fault costs is decided by three sizes of the machine, not by the page alone
   the page cache (a *minor* fault) also maps the neighbours that are cached, up to that size;
 * **large folios**: the page cache may hold a file in folios of many pages (up to 2 MiB with
   4 KiB pages); a fault on one page of a large folio can map the whole folio at once.
+  Whether a page sits in one depends on how it was read: readahead that keeps running ahead
+  of in-order touches builds ever larger folios, the read-around of a lone fault does not.
 
 ``Sizes.of(report)`` reads them from ``mmlab.machine.report``; ``touch_once`` measures what
 one touch faulted, read, cached and mapped; ``stride_sweep`` touches every n-th page for
-several n, to find where lazy loading stops being lazy. Mapped pages come from
-``/proc/self/smaps`` (the mapping's ``Rss``), read after the measured work.
+several n, to find where lazy loading stops being lazy; ``hint_reach`` counts what a hint
+cached before any touch. Mapped pages come from ``/proc/self/smaps`` (the mapping's
+``Rss``), read after the measured work; ``folio_sizes`` reads the folio each touched page
+sat in from ``/proc/self/pagemap`` and ``/proc/kpageflags`` (root only: else it says why).
 ``mmlab.course.lazyexplain`` says in words which case a run showed, and
 ``mmlab.course.lazyview`` draws the figures and the live view.
 """
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import mmap
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +45,23 @@ __all__ = [
     "StrideRow",
     "Touch",
     "file_bytes",
+    "folio_sizes",
+    "folio_text",
+    "hint_reach",
+    "io_cap_pages",
     "mapped_bytes",
     "settled_residency",
     "stride_sweep",
     "touch_once",
+    "touch_run",
 ]
 
 PAGE = mmap.PAGESIZE
 FAULT_AROUND_DEFAULT = 65536  # the kernel's default fault_around_bytes
 HINTS = {"none": None, "random": "random", "sequential": "sequential", "willneed": "willneed"}
 HINTS["populate"] = "populate"  # MAP_POPULATE: a flag of mmap, not a madvise hint
+KPF_TAIL = 16  # /proc/kpageflags bit: a page that is not the first of its (compound) folio
+FOLIO_SPAN = 1024  # pages searched on each side of a page for the ends of its folio
 
 
 @dataclass(frozen=True)
@@ -79,43 +91,60 @@ class Sizes:
     def lines(self) -> list[str]:
         """One line per size, with its value here."""
         ra = "unknown" if self.readahead is None else _pages(self.readahead)
+        if self.readahead is None and self.cold_cached:
+            ra += f"; one cold touch cached {_pages(self.cold_cached)} (mmlab doctor's probe)"
         around = _pages(self.fault_around)
         if not self.fault_around_known:
             around += " (the kernel's default; fault_around_bytes is unreadable here)"
-        folio = "unknown" if self.folio is None else _pages(self.folio)
         folios = {True: "yes", False: "no", None: "unknown"}[self.large_folios]
+        if self.folio:
+            folios += (
+                f"; in mmlab doctor's probe (a file read in order) one warm touch mapped "
+                f"{_pages(self.folio)}; pages read around a lone fault may sit in smaller ones"
+            )
         return [
             f"readahead window (read_ahead_kb): {ra}",
             f"fault-around (fault_around_bytes): {around}",
-            f"large folios: {folios}; one touch of a warm page mapped {folio}",
+            f"large folios: {folios}",
         ]
 
     @property
-    def widest_map(self) -> int:
-        """The most pages one minor fault maps here: the larger of folio and fault-around."""
-        return max(self.folio or 1, self.fault_around)
+    def window(self) -> int | None:
+        """Pages one cold fault reads: read_ahead_kb, else what the doctor's cold touch cached."""
+        return self.readahead or self.cold_cached
 
 
 def _pages(n: int) -> str:
-    return f"{n:,} page{'' if n == 1 else 's'} ({format_size(n * PAGE)})"
+    return f"{_count(n)} ({format_size(n * PAGE)})"
+
+
+def _count(n: int) -> str:
+    return f"{n:,} page{'' if n == 1 else 's'}"
 
 
 def file_bytes(file_mib: int, sizes: Sizes, windows: int = 40) -> tuple[int, str]:
     """The sample file's size: ``file_mib`` MiB, or ``windows`` readahead windows if larger.
 
     Ten touches of a file only a few readahead windows long read all of it, which would hide
-    lazy loading; 40 windows keep ten cold touches under a quarter of the file.
+    lazy loading; 40 windows keep ten cold touches under a quarter of the file. Where
+    read_ahead_kb is unknown (btrfs names its readahead device btrfs-N), the window is what
+    the doctor's cold touch cached.
     """
     asked = file_mib * 2**20
-    if sizes.readahead is None:
-        return asked, f"{format_size(asked)} (read_ahead_kb is unknown here)"
-    needed = windows * sizes.readahead * PAGE
+    window = sizes.window
+    if window is None:
+        return asked, f"{format_size(asked)} (the readahead window is unknown here)"
+    what = (
+        f"read_ahead_kb {window * PAGE // 1024:,}"
+        if sizes.readahead
+        else f"{format_size(window * PAGE)} (what one cold touch cached)"
+    )
+    needed = windows * window * PAGE
     if asked >= needed:
-        windows_here = asked // (sizes.readahead * PAGE)
-        return asked, f"{format_size(asked)}, {windows_here:,} readahead windows"
+        return asked, f"{format_size(asked)}, {asked // (window * PAGE):,} windows of {what}"
     return needed, (
-        f"{format_size(needed)} instead of {format_size(asked)}: {windows} windows of "
-        f"read_ahead_kb {sizes.readahead * PAGE // 1024:,}, so a few touches cannot read it all"
+        f"{format_size(needed)} instead of {format_size(asked)}: {windows} windows of {what}, "
+        "so a few touches cannot read it all"
     )
 
 
@@ -132,6 +161,79 @@ def mapped_bytes(mm: mmap.mmap) -> int:
             elif line.startswith("Rss:"):
                 return int(line.split()[1]) * 1024
     raise LookupError("the mapping was not found in /proc/self/smaps")
+
+
+def folio_sizes(mm: mmap.mmap, pages: Sequence[int] | np.ndarray, most: int = 256) -> Counter | str:
+    """How many of ``pages`` (up to ``most``, evenly picked) sat in a folio of each size.
+
+    Read while ``mm`` still maps them: ``/proc/self/pagemap`` gives each page's frame number
+    and ``/proc/kpageflags`` marks every frame of a folio but its first as a tail. Both show
+    frame numbers only to root; elsewhere the answer is a sentence saying so.
+    """
+    pages = np.asarray(pages, dtype=np.int64)
+    if len(pages) > most:
+        pages = pages[np.linspace(0, len(pages) - 1, most).astype(int)]
+    try:
+        raw = pagemap.entries(mm)[pages]
+    except OSError as exc:
+        return str(exc)
+    frames = (raw & pagemap.PFN_MASK)[(raw & pagemap.PRESENT) != 0].astype(np.int64)
+    if not frames.any():
+        return "folio sizes are unknown: page frame numbers are shown only to root"
+    sizes: Counter = Counter()
+    try:
+        with open("/proc/kpageflags", "rb", buffering=0) as f:
+            for frame in frames:
+                low = max(int(frame) - FOLIO_SPAN, 0)
+                f.seek(low * 8)
+                flags = np.frombuffer(f.read((2 * FOLIO_SPAN + 1) * 8), "<u8")
+                head = (flags >> np.uint64(KPF_TAIL)) & np.uint64(1) == 0
+                at = int(frame) - low
+                first = np.flatnonzero(head[: at + 1])[-1] if head[: at + 1].any() else 0
+                ends = np.flatnonzero(head[at + 1 :])
+                sizes[int((at + 1 + ends[0] if len(ends) else len(head)) - first)] += 1
+    except OSError as exc:
+        return f"folio sizes are unknown: /proc/kpageflags is unreadable ({exc.strerror})"
+    return sizes
+
+
+def folio_text(sizes: Counter | str | None) -> str:
+    """``"1 page: 3 of 4, 512 pages: 1 of 4"`` (most common first), or why unknown."""
+    if not isinstance(sizes, Counter):
+        return sizes or "not measured"
+    total = sum(sizes.values())
+    return ", ".join(f"{_count(n)}: {k} of {total}" for n, k in sizes.most_common(3))
+
+
+def io_cap_pages(report) -> int | None:
+    """The device's largest single I/O (``max_sectors_kb``) in pages, next to read_ahead_kb."""
+    ra = report.read_ahead_kb
+    if not ra.known or not str(ra.source).endswith("/read_ahead_kb"):
+        return None
+    try:
+        return int(Path(str(ra.source)).with_name("max_sectors_kb").read_text()) * 1024 // PAGE
+    except (OSError, ValueError):
+        return None
+
+
+def touch_run(path: Path, hint: str | None, pages: np.ndarray) -> Callable[[], None]:
+    """A call that maps ``path`` with ``hint`` and touches ``pages``: the mapping is inside
+    the call, so that a timer around it counts MAP_POPULATE's reading too."""
+
+    def run() -> None:
+        with mapped(path, hint) as mm:
+            touch_pages(mm, pages)
+
+    return run
+
+
+def hint_reach(path: Path, hint: str | None) -> tuple[int, int]:
+    """Pages of the cold file cached once ``mapped(path, hint)`` returns, before any touch:
+    (right away, once the reads it started finished)."""
+    pagecache.evict(path)
+    with mapped(path, hint):
+        at_once = int(pagecache.residency(path).sum())
+        return at_once, int(settled_residency(path).sum())
 
 
 def settled_residency(path: Path, timeout: float = 2.0) -> np.ndarray:
@@ -165,6 +267,7 @@ class Touch:
     resident: np.ndarray  # the page cache once settled
     seconds: float = 0.0
     present: np.ndarray | None = None  # per page of the mapping: in the page table (pagemap)
+    folio: Counter | str | None = None  # the touched page's folio size (folio_sizes)
 
     def window(self) -> tuple[int, int]:
         """The run of cached pages around the touched page: (first, end) page numbers."""
@@ -204,11 +307,12 @@ def touch_once(path: Path, page: int, *, cold: bool = True) -> Touch:
             which = pagemap.present(mm)
         except OSError:  # no pagemap here: the count from smaps still stands
             which = None
+        folio = folio_sizes(mm, [page])
     at_once = int(pagecache.residency(path).sum())
     resident = settled_residency(path)
     return Touch(
         page, cold, after.minor_faults, after.major_faults, after.read_bytes, present, at_once,
-        resident, after.wall_s, which,
+        resident, after.wall_s, which, folio,
     )  # fmt: skip
 
 
@@ -225,10 +329,16 @@ class StrideRow:
     cached_pages: int
     file_pages: int
     seconds: float
+    folios: Counter | str | None = None  # folio sizes of the touched pages (folio_sizes)
 
     @property
     def faults(self) -> int:
         return self.minor_faults + self.major_faults
+
+    @property
+    def per_fault(self) -> float:
+        """Pages mapped per fault."""
+        return self.mapped_pages / max(self.faults, 1)
 
     def fraction(self, what: str) -> float:
         """``"read"``, ``"mapped"``, ``"cached"`` or ``"touched"``: a fraction of the file."""
@@ -249,10 +359,11 @@ def stride_sweep(path: Path, strides: Sequence[int], madvise: str | None = None)
             touch_pages(mm, order)
             done = counters() - before
             present = mapped_bytes(mm) // PAGE
+            folios = folio_sizes(mm, order)
         cached = int(settled_residency(path).sum())
         row = StrideRow(
             stride, len(order), done.minor_faults, done.major_faults, done.read_bytes or 0,
-            present, cached, file_pages, done.wall_s,
+            present, cached, file_pages, done.wall_s, folios,
         )  # fmt: skip
         rows.append(row)
     return rows

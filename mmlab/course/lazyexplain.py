@@ -11,9 +11,10 @@ course's claims table that notebook 03 records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
-from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, _pages
+from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, _pages, folio_text
 from mmlab.instruments.facts import format_size
 
 __all__ = [
@@ -22,9 +23,16 @@ __all__ = [
     "explain_cold_warm",
     "explain_first",
     "explain_hints",
+    "explain_random",
+    "explain_reach",
     "explain_strides",
     "explain_touches",
 ]
+
+
+def _folio_of(touch: Touch) -> int | None:
+    sizes = touch.folio
+    return max(sizes) if isinstance(sizes, Counter) and sizes else None
 
 
 def explain_touches(cold: Touch, warm: Touch, sizes: Sizes) -> list[str]:
@@ -53,58 +61,71 @@ def explain_touches(cold: Touch, warm: Touch, sizes: Sizes) -> list[str]:
             f"right after the fault only {cold.cached_at_once:,} of them were in the cache: the "
             "fault waits for its own page only, the rest of the window was still being read"
         )
+    how = (
+        "the fault slept until its page was read, was then retried, and the retry mapped the "
+        "page with the neighbours already read at that moment (fault-around, as for a minor "
+        "fault)"
+        if cold.mapped_pages > 1
+        else "the fault slept until its page was read and mapped that page alone"
+    )
     lines.append(
         f"the cold fault mapped {_pages(cold.mapped_pages)} of the {cold.cached:,} it brought "
-        "into the page cache: the rest are cached, not mapped, and join RSS only once touched"
+        f"into the page cache: {how}; the rest are cached, not mapped, and join RSS only once "
+        "touched"
+    )
+    folio = _folio_of(warm)
+    met = (
+        f"the touched page sits in a folio of {_pages(folio)} (pagemap, kpageflags)"
+        if folio
+        else f"its folio size is unknown here ({folio_text(warm.folio)})"
     )
     if warm.mapped_pages > sizes.fault_around:
+        case = "more than fault-around's: the page sits in a large folio, mapped whole"
+    elif folio == 1 and sizes.large_folios:
         case = (
-            f"more than fault-around's {sizes.fault_around}: the page sits in a large folio "
-            "and the fault mapped the folio whole"
+            f"fault-around (up to {sizes.fault_around}) mapped cached neighbours. This file "
+            "system has large folios, but read-around filled this window with 1-page folios: "
+            "only readahead running ahead of in-order touches builds large ones"
         )
     elif warm.mapped_pages > 1:
-        case = (
-            f"no more than fault-around's {sizes.fault_around}: fault-around (or a small folio) "
-            "mapped cached neighbours along with it"
-        )
+        case = f"fault-around (up to {sizes.fault_around}) mapped cached neighbours with it"
     else:
         case = "only the page itself: no fault-around, no large folio here"
     lines.append(
         f"touched again through a new mapping (now cached: a minor fault), it mapped "
-        f"{_pages(warm.mapped_pages)}: {case}"
+        f"{_pages(warm.mapped_pages)}; {met}: {case}"
     )
     return lines
 
 
-def explain_cold_warm(cold, warm, one_major_s: float) -> str:
+def explain_cold_warm(cold, warm, one_major_s: float, kernel: str = "") -> str:
     """Where the time of a cold run went, from two ``Measurement`` s and one cold fault's time.
 
-    ``one_major_s`` is what one major fault took on its own (``touch_once``): the run's major
-    faults account for about that much each; the rest of the extra time was spent in minor
-    faults that waited for reads already in flight.
+    The run only touches pages, so its wall time beyond its CPU time is time spent asleep in
+    page faults, waiting for storage. ``one_major_s`` (one major fault on its own, from
+    ``touch_once``) says how much of that the major faults explain; the rest was waited in
+    faults this kernel counted as minor.
     """
-    extra = cold.wall_s - warm.wall_s
+    waited = max(cold.wall_s - cold.cpu_s, 0.0)
     majors = cold.major_faults * one_major_s
     text = (
         f"cold took {cold.wall_s / max(warm.wall_s, 1e-9):,.0f}x the time of warm "
-        f"({cold.wall_s * 1e3:,.1f} ms against {warm.wall_s * 1e3:,.1f} ms) with "
+        f"({cold.wall_s * 1e3:,.1f} ms against {warm.wall_s * 1e3:,.1f} ms); it used "
+        f"{cold.cpu_s * 1e3:,.1f} ms of CPU, so it waited {waited * 1e3:,.0f} ms. It took "
         f"{cold.major_faults:,} major + {cold.minor_faults:,} minor faults (warm: "
-        f"{warm.minor_faults:,} minor). One major fault alone took {one_major_s * 1e3:.2f} ms, "
-        f"so the major faults account for about {majors * 1e3:,.1f} ms of the "
-        f"{extra * 1e3:,.1f} ms extra"
+        f"{warm.minor_faults:,} minor); one major fault alone took {one_major_s * 1e3:.2f} ms, "
+        f"so the major faults explain about {majors * 1e3:,.1f} ms of the wait"
     )
-    if extra > 2 * majors:
+    if waited > 2 * majors:
         text += (
-            f". The other {(extra - majors) * 1e3:,.0f} ms went to minor faults that found "
-            "their page in the page cache while readahead was still reading it, and waited "
-            "for the read: the kernel counts such a fault as minor (it started no I/O), so "
-            "only the time shows the wait"
+            f". The other {(waited - majors) * 1e3:,.0f} ms were waited in faults counted as "
+            "minor: faults on pages readahead was still reading, which slept until the read "
+            f"finished. This kernel ({kernel or 'here'}) counts them minor; older kernels "
+            "(e.g. 6.1, 5.15) count a fault that slept on a page being read as major, so "
+            "there the counts would show the wait"
         )
     else:
-        text += (
-            ". Here the major faults account for the extra time: no wait hidden in minor "
-            "faults shows in this run"
-        )
+        text += ". Here the major faults account for the wait: none hid behind minor faults"
     return text
 
 
@@ -118,22 +139,50 @@ def explain_strides(rows: Sequence[StrideRow], sizes: Sizes) -> list[str]:
             f", read {100 * r.fraction('read'):.0f}%, mapped {100 * r.fraction('mapped'):.0f}% "
             f"of the file with {r.major_faults:,} major + {r.minor_faults:,} minor faults"
         )
-        if r.fraction("read") > 0.9:
+        if r.major_faults * 4 <= r.touched and r.fraction("read") > 0.5:
             why = (
-                "read nearly all: the readahead window "
-                f"({format_size((sizes.readahead or 0) * PAGE)}) is wider than the gap"
-                if sizes.readahead and r.stride <= sizes.readahead
-                else "read nearly all: readahead kept going ahead of the touches"
+                f"{r.major_faults:,} of {r.touched:,} touches faulted major, yet "
+                f"{100 * r.fraction('read'):.0f}% was read: readahead kept running ahead of them"
             )
         else:
-            why = f"read {r.read_bytes // max(r.major_faults, 1) // 1024:,} KiB per major fault"
-        per_fault = r.mapped_pages / max(r.faults, 1)
-        mapped = f"{per_fault:,.0f} pages mapped per fault"
-        if per_fault > sizes.fault_around:
-            mapped += " (more than fault-around: large folios mapped whole)"
-        elif per_fault > 1.5:
-            mapped += " (fault-around and folios)"
+            per_major = format_size(r.read_bytes // max(r.major_faults, 1))
+            why = f"{r.major_faults:,} of {r.touched:,} touches were major, {per_major} read each"
+            if r.major_faults >= 0.9 * r.touched:
+                why += ": each touch read its own window (read-around)"
+        mapped = f"{r.per_fault:,.0f} pages mapped per fault; folios met: {folio_text(r.folios)}"
+        largest = max(r.folios) if isinstance(r.folios, Counter) and r.folios else None
+        if largest and largest > sizes.fault_around and r.per_fault > sizes.fault_around:
+            mapped += " -> large folios, built by that running readahead, mapped whole"
+        elif largest == 1 or (largest is None and r.per_fault <= sizes.fault_around):
+            mapped += " -> fault-around only (read-around leaves small folios)"
+        elif largest is None:
+            mapped += " -> more than fault-around maps: large folios mapped whole"
         lines.append(f"{head}\n    {why}; {mapped}")
+    return lines
+
+
+def explain_reach(
+    reach: dict[str, tuple[int, int]], file_pages: int, sizes: Sizes, io_pages: int | None
+) -> list[str]:
+    """What each hint had cached before the first touch (``lazy.hint_reach``), in words;
+    ``io_pages`` is the device's largest I/O in pages (``lazy.io_cap_pages``)."""
+    lines = []
+    for name, (at_once, settled) in reach.items():
+        share = 100 * settled / file_pages
+        line = (
+            f"{name}: before any touch, {at_once:,} pages cached as mmap returned, {settled:,} "
+            f"({share:.3g}% of the file) once its reads finished"
+        )
+        if name == "willneed" and settled < file_pages / 2:
+            line += (
+                ": MADV_WILLNEED did not read the range; the kernel starts at most "
+                "max(read_ahead_kb, the device's largest I/O: max_sectors_kb) per call"
+            )
+            if sizes.readahead and io_pages:
+                cap = max(sizes.readahead, io_pages)
+                line += f", here max({sizes.readahead:,}, {io_pages:,}) = {cap:,} pages"
+            line += "; the rest is read only when touched"
+        lines.append(line)
     return lines
 
 
@@ -144,33 +193,27 @@ def explain_hints(result, none: str = "none") -> list[str]:
     for row in result.rows:
         if row.name == none:
             continue
-        speed = result.relative(row.name, none).median  # per round: > 1 means faster
-        pace = f"{speed:.2f}x the speed" if speed >= 1 else f"{1 / speed:.2f}x the time"
+        ratio = result.relative(row.name, none)
+        if ratio.side(1.0) == 0:
+            pace = "this run cannot tell its time from no hint's"
+        else:
+            speed = ratio.median  # per round: > 1 means faster
+            pace = f"{speed:.2f}x as fast" if speed >= 1 else f"{1 / speed:.2f}x as slow"
         read = (row.storage_bytes or 0) / max(base.storage_bytes or 0, 1)
         line = (
             f"{row.name}: {row.major_faults:,} major + {row.minor_faults:,} minor faults, read "
-            f"{format_size(row.storage_bytes or 0)} ({read:.2g}x no hint's), took {pace} of no "
-            f"hint: {result.lead(row.name, none)}"
+            f"{format_size(row.storage_bytes or 0)} ({read:.2g}x no hint's): {pace}; "
+            f"{result.lead(row.name, none)}"
         )
-        side = result.relative(row.name, none).side(1.0)
-        if read < 0.5 and side < 0:
+        per = format_size((row.storage_bytes or 0) // max(row.major_faults, 1))
+        if row.major_faults > 4 * max(base.major_faults, 1):
             line += (
-                f".\n    Fewer bytes, yet slower: {row.major_faults:,} small reads, each waited "
-                "for in its own fault, cost more than a few large reads of the whole file"
+                f".\n    {row.major_faults:,} reads of {per}, each waited for in its own fault, "
+                f"against no hint's {base.major_faults:,} major fault(s) and "
+                f"{format_size(base.storage_bytes or 0)} read in all"
             )
-        elif read < 0.5:
-            line += ".\n    Fewer bytes and not slower: the reads it skipped outweighed its waits"
-        elif row.name in ("willneed", "populate") and 0.9 < read < 1.1:
-            line += (
-                ".\n    It read the whole file up front; no hint ended up reading all of it too, "
-                "so the same bytes came in, only at another moment"
-            )
-        elif 0.9 < read < 1.1:
-            line += (
-                ".\n    The same bytes as no hint: without a hint the kernel already read around "
-                "the first fault and then ahead of the touches, so this hint changed "
-                + ("no time clearly" if side == 0 else "only the time, by a little")
-            )
+        elif 0.9 < read < 1.1 and row.major_faults <= 2 * max(base.major_faults, 1):
+            line += ".\n    About the same bytes and major faults as no hint"
         lines.append(line)
     return lines
 
@@ -201,9 +244,35 @@ def explain_first(mapping, touched, mapped_bytes: int, file_bytes: int) -> list[
     return lines
 
 
-def claim_lazy(mapping, touched, mapped_bytes: int, file_bytes: int) -> tuple[str, str]:
+def explain_random(live, quiet, touched_pages: int, sizes: Sizes) -> list[str]:
+    """Section 4 in words: the live view's fault counts against a quiet run's, and what the
+    quiet run's faults mapped (two ``Watch`` es)."""
+    t = quiet.totals
+    faults = t.major_faults + t.minor_faults
+    per_fault = t.rss / PAGE / max(faults, 1)
+    ratio = live.totals.minor_faults / max(t.minor_faults, 1)
+    if per_fault > sizes.fault_around * 1.5:
+        what = "more than fault-around maps: large folios, mapped whole"
+    elif per_fault > 1.5:
+        what = f"about fault-around's {sizes.fault_around} pages: fault-around, not large folios"
+    else:
+        what = "about one page each"
+    share = "most" if t.major_faults < t.minor_faults else "few"
+    return [
+        f"minor faults with the live view / without: {ratio:.2f}",
+        f"RSS grew {t.rss / (touched_pages * PAGE):,.1f}x the bytes touched: "
+        f"{format_size(t.rss)} over {faults:,} faults = {per_fault:,.1f} pages mapped per fault"
+        f" ({what})",
+        f"{t.major_faults:,} of {faults:,} faults were major: {share} touches found their page "
+        "already read by an earlier fault's window",
+    ]
+
+
+def claim_lazy(
+    mapping, touched, mapped_bytes: int, file_bytes: int, touches: int
+) -> tuple[str, str]:
     """The claims table's sentences for "lazy loading": (measured, verdict), from section 1's
-    two ``Measurement`` s (the mapping, the touches) and the bytes the touches mapped."""
+    two ``Measurement`` s (the mapping, ``touches`` pages touched) and the bytes they mapped."""
     if touched.read_bytes is None or mapping.read_bytes is None:
         return "bytes read from storage unknown here (no /proc/self/io)", "not checked here"
     share = touched.read_bytes / file_bytes
@@ -212,7 +281,7 @@ def claim_lazy(mapping, touched, mapped_bytes: int, file_bytes: int) -> tuple[st
     measured = (
         f"mapping {format_size(file_bytes)}: {mapping.wall_s * 1e3:.2f} ms, "
         f"{mapping.minor_faults + mapping.major_faults} faults, {format_size(mapping.read_bytes)}"
-        f" read; touching {faults - touched.minor_faults} pages cold: {faults} faults, "
+        f" read; touching {touches} pages cold: {faults} faults, "
         f"{format_size(touched.read_bytes)} read ({100 * share:.1f}% of the file), "
         f"{format_size(mapped_bytes)} mapped"
     )
@@ -226,10 +295,21 @@ def claim_lazy(mapping, touched, mapped_bytes: int, file_bytes: int) -> tuple[st
     return measured, verdict
 
 
-def claim_faults(cold: Touch, rows: Sequence[StrideRow]) -> tuple[str, str]:
-    """The claims table's sentences for "page faults decide what loads": (measured, verdict)."""
+def claim_faults(cold: Touch, rows: Sequence[StrideRow], sizes: Sizes) -> tuple[str, str]:
+    """The claims table's sentences for "page faults decide what loads": (measured, verdict).
+
+    What one minor fault mapped is taken from the strides whose faults were mostly minor.
+    """
     dense, sparse = rows[0], rows[-1]
-    most = max(r.mapped_pages / max(r.faults, 1) for r in rows)
+    minor = [r for r in rows if r.minor_faults > r.major_faults] or list(rows)
+    most = max(r.per_fault for r in minor)
+    largest = max(
+        (max(r.folios) for r in minor if isinstance(r.folios, Counter) and r.folios), default=None
+    )
+    if most > sizes.fault_around and (largest is None or largest > sizes.fault_around):
+        how = "large folios built by readahead, mapped whole"
+    else:
+        how = f"fault-around, up to {sizes.fault_around} pages"
 
     def shares(r: StrideRow) -> str:
         read, mapped = 100 * r.fraction("read"), 100 * r.fraction("mapped")
@@ -242,8 +322,8 @@ def claim_faults(cold: Touch, rows: Sequence[StrideRow]) -> tuple[str, str]:
     )
     verdict = (
         f"true, but one fault decides for many pages: a cold fault read {cold.cached:,} pages "
-        f"(readahead) and a minor fault mapped up to {most:,.0f} (fault-around, large folios); "
-        f"touching {100 * dense.fraction('touched'):.2g}% of the pages mapped "
+        f"(readahead) and a mostly-minor-fault stride mapped {most:,.0f} pages per fault "
+        f"({how}); touching {100 * dense.fraction('touched'):.2g}% of the pages mapped "
         f"{100 * dense.fraction('mapped'):.0f}% of the file"
     )
     return measured, verdict

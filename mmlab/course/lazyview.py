@@ -1,10 +1,10 @@
 """The lazy-loading lab's figures: strides, hints, one touch, and a live view that stays honest.
 
 ``plot_strides`` draws, against the stride of a touch pattern, the share of the file read
-from storage and the share mapped, with the machine's sizes (fault-around, the pages one
-warm fault maps, the readahead window) as vertical lines: lazy loading holds to the right
-of them. ``plot_hints`` shows a comparison of ``madvise`` hints: time (median and
-interquartile range of interleaved rounds) beside the bytes read. ``plot_touch`` shows the
+from storage and the share mapped, with the machine's sizes (fault-around, the readahead
+window) as vertical lines named in the legend. ``plot_hints`` shows a comparison of
+``madvise`` hints: time (median and interquartile range of interleaved rounds) beside the
+bytes read. ``plot_touch`` shows the
 page cache around one touched page.
 
 ``Watch`` is the live view of a touch loop. Drawing a figure allocates memory, which costs
@@ -32,10 +32,8 @@ __all__ = ["Watch", "plot_hints", "plot_page_paths", "plot_strides", "plot_touch
 
 def _size_lines(sizes: Sizes) -> list[tuple[int, str, str]]:
     lines = [(sizes.fault_around, "fault-around", "C2")]
-    if sizes.folio and sizes.folio != sizes.fault_around:
-        lines.append((sizes.folio, "one warm fault mapped", "C3"))
-    if sizes.readahead:
-        lines.append((sizes.readahead, "readahead window", "C1"))
+    if sizes.window:
+        lines.append((sizes.window, "readahead window", "C1"))
     return lines
 
 
@@ -50,12 +48,9 @@ def plot_strides(rows: Sequence[StrideRow], sizes: Sizes, ax=None, title: str = 
     for what, style in (("read", "o-C1"), ("mapped", "s-C0"), ("touched", "^:k")):
         shares = [100 * r.fraction(what) for r in rows]
         ax.plot(strides, shares, style, label=names.get(what, what))
-    for pages, label, color in _size_lines(sizes):
-        ax.axvline(pages, color=color, linestyle="--", linewidth=1)
-        ax.annotate(
-            f" {label}\n {format_size(pages * PAGE)}", (pages, 55), rotation=90, fontsize=8,
-            color=color, ha="left", va="center",
-        )  # fmt: skip
+    for pages, label, color in _size_lines(sizes):  # named in the legend, off the data
+        ax.axvline(pages, color=color, linestyle="--", linewidth=1, alpha=0.7,
+                   label=f"{label}: {format_size(pages * PAGE)}")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(strides, [f"{s:,}\n{format_size(s * PAGE)}" for s in strides], fontsize=8)
     ax.minorticks_off()
@@ -132,23 +127,50 @@ class Watch:
     ``with Watch(path, title) as w: ... with w.step(n): touch ...; w.update()``. Each
     ``step`` reads ``counters()`` before and after, and only those intervals are summed, so
     the page faults and time of the drawing ``update`` does between steps are left out.
-    ``live=False`` draws only the final frame. ``totals`` is the sum of the steps.
+    ``live=False`` draws only the final frame; ``widget=True`` draws into an image widget
+    (inside ``interact``, see ``LiveFigure``). Many small steps let the figure redraw every
+    ``every`` seconds of work; where the work was too short for ``replay`` frames, the
+    recorded steps are replayed once it is done (what was counted does not change). The
+    page cache is sampled after each step, outside the counted interval. ``totals`` is the
+    sum of the steps.
     """
 
-    def __init__(self, path: Path, title: str, *, live: bool = True, every: float = 0.25):
+    replay = 5  # frames a live view should show at least
+
+    def __init__(
+        self,
+        path: Path,
+        title: str,
+        *,
+        live: bool = True,
+        every: float = 0.25,
+        widget: bool | None = None,
+    ):
         self.path, self.title, self.live, self.every = Path(path), title, live, every
+        self.widget = widget  # draw into an ipywidgets.Image (None: LiveFigure detects it)
         self.touched: list[int] = [0]
         self.steps: list[Counters] = []  # cumulative sums at the end of each step
+        self.caches: list[tuple[np.ndarray, int, int]] = []  # cache strip after each step
+        self.shown: int | None = None  # steps drawn (None: all)
+        self.replayed = 0
         self.figure = None
 
     def __enter__(self) -> Watch:
         from mmlab.instruments.live import LiveFigure
 
-        self.figure = LiveFigure(self._draw, self.every, nrows=2, ncols=2, figsize=(10, 5.5))
+        self.figure = LiveFigure(
+            self._draw, self.every, nrows=2, ncols=2, figsize=(10, 5.5), widget=self.widget
+        )
         self.figure.figure.suptitle(self.title)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self.live and self.figure.frames < min(len(self.steps), self.replay):
+            for k in np.unique(np.linspace(1, len(self.steps), self.replay).astype(int)):
+                self.shown = int(k)
+                self.figure.update(force=True)
+                self.replayed += 1
+            self.shown = None
         self.figure.close()
 
     @contextmanager
@@ -159,11 +181,17 @@ class Watch:
         done = counters() - start
         self.steps.append(done if not self.steps else _add(self.steps[-1], done))
         self.touched.append(self.touched[-1] + pages)
+        self.caches.append(_cache_strip(pagecache.residency(self.path)))
 
     def update(self) -> None:
-        """Redraw (if ``every`` seconds passed): call it between steps, never inside one."""
-        if self.live:
-            self.figure.update()
+        """Redraw (if ``every`` seconds passed): call it between steps, never inside one.
+
+        On a slow machine a frame can take longer than ``every``: the wait between frames
+        then grows to one frame's drawing time, so drawing takes at most about half the run.
+        """
+        if self.live and self.figure.update() and self.every > 0:
+            drawn = self.figure.draw_seconds / self.figure.frames
+            self.figure.every = max(self.every, drawn)
 
     @property
     def totals(self) -> Counters:
@@ -182,13 +210,15 @@ class Watch:
             f"major faults; {format_size(t.read_bytes or 0)} from storage; RSS grew "
             f"{format_size(t.rss)}. Drawing ({self.figure.frames} frames, "
             f"{self.figure.draw_seconds * 1e3:,.0f} ms) happened between the steps, uncounted"
+            + (f"; {self.replayed} of them replayed the steps afterwards" if self.replayed else "")
         )
 
     def _draw(self, axes) -> None:
         (rss_ax, fault_ax), (io_ax, cache_ax) = axes
         for ax in axes.flat:
             ax.clear()
-        x, steps = self.touched, [None, *self.steps]
+        k = len(self.steps) if self.shown is None else self.shown
+        x, steps = self.touched[: k + 1], [None, *self.steps[:k]]
 
         def series(get):
             return [0 if c is None else get(c) for c in steps]
@@ -203,17 +233,26 @@ class Watch:
         fault_ax.legend(fontsize=8)
         io_ax.plot(x, series(lambda c: (c.read_bytes or 0) / 2**20), color="C1")
         io_ax.set(title="read from storage (MiB)", xlabel="pages touched")
-        _draw_cache(cache_ax, pagecache.residency(self.path))
+        for ax in (rss_ax, fault_ax, io_ax):
+            ax.set_xlim(0, self.touched[-1])
+        if self.shown is not None:
+            rss_ax.set_title(f"mapped (MiB); replay: step {k} of {len(self.steps)}")
+        _draw_cache(cache_ax, *self.caches[k - 1])
 
 
-def _draw_cache(ax, resident: np.ndarray, bins: int = 256) -> None:
-    """The share of each stretch of the file in the page cache: a cheap strip, not a page map."""
+def _cache_strip(resident: np.ndarray, bins: int = 256) -> tuple[np.ndarray, int, int]:
+    """The share cached of each of ``bins`` stretches of the file, pages cached, pages."""
     edges = np.linspace(0, len(resident), bins + 1).astype(int)
     shares = np.add.reduceat(resident, edges[:-1]) / np.maximum(np.diff(edges), 1)
-    mib = len(resident) * PAGE / 2**20
-    ax.fill_between(np.linspace(0, mib, bins + 1)[:-1], 100 * shares, step="post", color="C0")
+    return shares, int(resident.sum()), len(resident)
+
+
+def _draw_cache(ax, shares: np.ndarray, cached: int, pages: int) -> None:
+    """The page cache as the share cached per stretch of the file: a strip, not a page map."""
+    mib = pages * PAGE / 2**20
+    ax.fill_between(np.linspace(0, mib, len(shares) + 1)[:-1], 100 * shares, step="post")
     ax.set(xlim=(0, mib), ylim=(0, 105), xlabel="offset in the file (MiB)", ylabel="% cached")
-    ax.set_title(f"page cache: {int(resident.sum()):,} of {len(resident):,} pages", fontsize=10)
+    ax.set_title(f"page cache: {cached:,} of {pages:,} pages", fontsize=10)
 
 
 def _add(a: Counters, b: Counters) -> Counters:

@@ -7,7 +7,8 @@ final frame as one PNG, also when it was executed headless (nbclient applies the
 
 Inside an ``ipywidgets.Output`` (what ``interact`` and ``interact_manual`` draw into),
 JupyterLab ignores updates by display id, so only the first frame would ever show. There the
-figure goes into an ``ipywidgets.Image`` instead, whose PNG bytes each frame replaces.
+figure goes into an ``ipywidgets.Image`` instead, whose PNG bytes each frame replaces: say
+so with ``widget=True`` (a guess from ipywidgets' private registry is the fallback).
 Outside a notebook the figure is simply drawn once at the end.
 
 A redraw costs the process that draws: matplotlib allocates memory and so takes page faults
@@ -26,13 +27,20 @@ __all__ = ["LiveFigure", "draw_marks", "in_output_widget"]
 
 
 def in_output_widget() -> bool:
-    """Whether displays now go into an ``ipywidgets.Output`` (inside ``with out:``)."""
+    """Whether displays now go into an ``ipywidgets.Output`` (inside ``with out:``).
+
+    A best guess: it looks through ipywidgets' registry of live widgets, which is private,
+    so where that changes it answers False. Pass ``widget=True`` to ``LiveFigure`` to be sure.
+    """
     if "ipywidgets" not in sys.modules:  # nothing could have captured the output
         return False
-    from ipywidgets import Output
-    from ipywidgets.widgets.widget import _instances
+    try:
+        from ipywidgets import Output
+        from ipywidgets.widgets.widget import _instances
 
-    return any(isinstance(w, Output) and w.msg_id for w in list(_instances.values()))
+        return any(isinstance(w, Output) and w.msg_id for w in list(_instances.values()))
+    except (ImportError, AttributeError):
+        return False
 
 
 class LiveFigure:
@@ -40,6 +48,8 @@ class LiveFigure:
 
     ``with LiveFigure(draw) as live:`` then call ``live.update()`` in your loop; the final
     frame is drawn on exit. ``ncols``/``nrows`` give ``draw`` an array of axes instead.
+    ``widget``: True draws into an ``ipywidgets.Image`` (what a function run by ``interact``
+    needs), False into a display, None (the default) guesses with ``in_output_widget``.
     The layout is matplotlib's constrained layout, which also makes room for a title.
     """
 
@@ -52,6 +62,7 @@ class LiveFigure:
         ncols: int = 1,
         figsize: tuple[float, float] | None = None,
         title: str = "",
+        widget: bool | None = None,
     ) -> None:
         import matplotlib.pyplot as plt
 
@@ -68,6 +79,7 @@ class LiveFigure:
             self.figure.suptitle(title)
         self._handle = None
         self._image = None  # the ipywidgets.Image, inside an Output widget
+        self.widget = widget
         self._last = -float("inf")
         self.frames = 0
         self.draw_seconds = 0.0  # time spent drawing, so callers can report it
@@ -95,7 +107,8 @@ class LiveFigure:
             return
         if get_ipython() is None:
             return
-        if self._image is None and self._handle is None and in_output_widget():
+        widget = in_output_widget() if self.widget is None else self.widget
+        if self._image is None and self._handle is None and widget:
             from ipywidgets import Image
 
             self._image = Image(format="png")
