@@ -88,6 +88,7 @@ _SHORT_NAMES = {
             "check",
             "diagram",
             "doctor",
+            "mapcost",
             "mapcount",
             "plots",
             "results",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmlab import bench
-from mmlab.course import mapcount
+from mmlab.course import mapcost, mapcount
 from mmlab.instruments.stats import Spread
 
 PAGE = mmap.PAGESIZE
@@ -29,19 +29,19 @@ def pages(tmp_path):
 def test_the_arms_run_and_leave_nothing_behind(pages):
     vmas, fds = mapcount.count_vmas(), mapcount.count_fds()
     with open(pages, "rb") as f:
-        mapcount.python_mmaps(f.fileno(), 20)
-        mapcount.python_mmaps(f.fileno(), 20, pages=64)
-        mapcount.bare_mmaps(f.fileno(), 20)
-        mapcount.fd_calls(f.fileno(), 20)
-        mapcount.refused_mmaps(f.fileno(), 20)
-    mapcount.ctypes_calls(20)
+        mapcost.python_mmaps(f.fileno(), 20)
+        mapcost.python_mmaps(f.fileno(), 20, pages=64)
+        mapcost.bare_mmaps(f.fileno(), 20)
+        mapcost.fd_calls(f.fileno(), 20)
+        mapcost.refused_mmaps(f.fileno(), 20)
+    mapcost.ctypes_calls(20)
     assert mapcount.count_fds() == fds
     assert abs(mapcount.count_vmas() - vmas) < 10  # the allocator may map or unmap an arena
 
 
 def test_bare_mmaps_reports_a_failed_call():
     with pytest.raises(OSError):
-        mapcount.bare_mmaps(-1, 1)  # a shared mapping of no file: EBADF
+        mapcost.bare_mmaps(-1, 1)  # a shared mapping of no file: EBADF
 
 
 def test_held_mappings_each_take_a_vma_and_a_file_descriptor(pages):
@@ -56,7 +56,7 @@ def test_held_mappings_each_take_a_vma_and_a_file_descriptor(pages):
 def test_held_mappings_are_not_merged_under_the_legacy_layout(pages):
     # legacy layout places each new mapping above the last: consecutive file offsets merged
     code = f"""
-from mmlab.course import mapcount
+from mmlab.course import mapcost, mapcount
 with mapcount.held({str(pages)!r}, 50) as c:
     print(c.vmas_during - c.vmas_before)
 """
@@ -79,15 +79,15 @@ def test_cost_split_adds_up(pages):
     with open(pages, "rb") as f:
         fd = f.fileno()
         arms = {
-            mapcount.ONE_PAGE: lambda: mapcount.python_mmaps(fd, n),
-            mapcount.LARGE: lambda: mapcount.python_mmaps(fd, n, pages=64),
-            mapcount.BARE: lambda: mapcount.bare_mmaps(fd, n),
-            mapcount.FD_CALLS: lambda: mapcount.fd_calls(fd, n),
-            mapcount.REFUSED: lambda: mapcount.refused_mmaps(fd, n),
-            mapcount.CTYPES: lambda: mapcount.ctypes_calls(n),
+            mapcost.ONE_PAGE: lambda: mapcost.python_mmaps(fd, n),
+            mapcost.LARGE: lambda: mapcost.python_mmaps(fd, n, pages=64),
+            mapcost.BARE: lambda: mapcost.bare_mmaps(fd, n),
+            mapcost.FD_CALLS: lambda: mapcost.fd_calls(fd, n),
+            mapcost.REFUSED: lambda: mapcost.refused_mmaps(fd, n),
+            mapcost.CTYPES: lambda: mapcost.ctypes_calls(n),
         }
-        split = mapcount.cost_split(bench.compare(arms, repeats=3), n, pages=64)
-        mapcount.plot_per_call(bench.compare(arms, repeats=1), n)
+        split = mapcost.cost_split(bench.compare(arms, repeats=3), n, pages=64)
+        mapcost.plot_per_call(bench.compare(arms, repeats=1), n)
     parts = (split.python, split.kernel, split.fd, split.rest)
     for whole, kernel, fd_work, rest in zip(*(p.samples for p in parts), strict=True):
         assert kernel + fd_work + rest == pytest.approx(whole)
@@ -100,7 +100,7 @@ def _split(shares):
     """A Split whose system calls take ``shares`` of 1 µs, round by round."""
     one = Spread.of([1.0] * len(shares))
     parts = [Spread.of(shares), Spread.of([1 - s for s in shares]), Spread.of([0.0] * len(shares))]
-    return mapcount.Split(10, 10, one, one, *parts, one, one)
+    return mapcost.Split(10, 10, one, one, *parts, one, one)
 
 
 def test_the_larger_part_is_named_only_when_the_rounds_agree():

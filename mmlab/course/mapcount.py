@@ -1,4 +1,4 @@
-"""What a mapping costs, and the limits on how many a process may hold, measured.
+"""The limits on how many mappings a process may hold, hit for real in a child process.
 
 Every mapping is a *VMA* (virtual memory area): the kernel's record of one range of
 addresses with one set of permissions and one backing (a file at an offset, or anonymous
@@ -12,11 +12,8 @@ keeps a duplicate of its file descriptor (``dup``) for as long as the mapping li
 file mapping also takes an open-file slot, and ``RLIMIT_NOFILE`` (``ulimit -n``) can stop a
 program (EMFILE) before ``vm.max_map_count`` does.
 
-* ``python_mmaps``, ``bare_mmaps``, ``fd_calls``, ``refused_mmaps``, ``ctypes_calls``: ``n``
-  map-and-unmap pairs with Python's object, the same system calls through ``ctypes``, the
-  ``fstat``, ``dup`` and ``close`` Python's object adds, and ``ctypes``' own cost per call
-  (no system call), to time with ``mmlab.bench.compare``; ``cost_split`` reads the split,
-  ``plot_per_call`` draws microseconds per call.
+What each mapping costs is ``mmlab.mapcost``.
+
 * ``held(path, n)``: hold ``n`` one-page Python mappings and count VMAs and open files.
 * ``reserve(nbytes)``: whether one mapping of that much address space alone is accepted;
   ``first_refusal`` says which limit one-page Python mappings should meet first.
@@ -32,12 +29,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import json
 import math
 import mmap
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -45,33 +40,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmlab.instruments.stats import FEW_ROUNDS, Spread
-
 __all__ = [
-    "BARE",
-    "CTYPES",
     "DEFAULT_CAP",
-    "FD_CALLS",
-    "LARGE",
-    "ONE_PAGE",
-    "REFUSED",
     "Counts",
     "Refusal",
-    "Split",
     "address_space_top",
-    "bare_mmaps",
-    "cost_split",
     "count_fds",
     "count_vmas",
-    "ctypes_calls",
-    "fd_calls",
     "fill_python_mmaps",
     "fill_vmas",
     "first_refusal",
     "held",
-    "plot_per_call",
-    "python_mmaps",
-    "refused_mmaps",
     "reserve",
 ]
 
@@ -92,171 +71,6 @@ def _libc() -> ctypes.CDLL:
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc
-
-
-def python_mmaps(fd: int, n: int, pages: int = 1) -> None:
-    """Map ``pages`` pages of ``fd`` with ``mmap.mmap`` and close the mapping, ``n`` times."""
-    for _ in range(n):
-        mmap.mmap(fd, pages * PAGE, access=mmap.ACCESS_READ).close()
-
-
-def bare_mmaps(fd: int, n: int, pages: int = 1) -> None:
-    """The bare ``mmap`` and ``munmap`` system calls (through ``ctypes``), ``n`` times."""
-    libc, length = _libc(), pages * PAGE
-    mmap_, munmap = libc.mmap, libc.munmap
-    for _ in range(n):
-        address = mmap_(None, length, _PROT_READ, _MAP_SHARED, fd, 0)
-        if address == _FAILED:
-            raise OSError(ctypes.get_errno(), "mmap failed")
-        munmap(address, length)
-
-
-def fd_calls(fd: int, n: int) -> None:
-    """What ``mmap.mmap`` adds around the system call, through ``ctypes`` like
-    ``bare_mmaps``: ``fstat`` (for the file's size), ``dup``, then ``close`` of the copy."""
-    libc, stat = _libc(), ctypes.create_string_buffer(512)  # larger than any struct stat
-    fstat, dup, close = getattr(libc, "fstat", None), libc.dup, libc.close
-    if fstat is None:  # glibc before 2.33 exports fstat only as __fxstat(_STAT_VER, ...)
-        fstat = functools.partial(libc.__fxstat, 1 if platform.machine() == "x86_64" else 0)
-    for _ in range(n):
-        fstat(fd, stat)
-        close(dup(fd))
-
-
-def refused_mmaps(fd: int, n: int) -> None:
-    """``ctypes``' own cost for ``mmap``, with no system call: ``n`` calls with the arguments
-    of ``bare_mmaps`` but offset 1, which the C library refuses before calling the kernel."""
-    mmap_ = _libc().mmap
-    for _ in range(n):
-        mmap_(None, PAGE, _PROT_READ, _MAP_SHARED, fd, 1)
-
-
-def ctypes_calls(n: int) -> None:
-    """``ctypes``' own cost for a cheap call: ``n`` calls of ``abs()``, no system call."""
-    absolute = _libc().abs
-    for _ in range(n):
-        absolute(0)
-
-
-# The arms of section 4 of notebook 02; ``cost_split`` finds them by these names.
-ONE_PAGE = "mmap.mmap, 1 page"
-LARGE = "mmap.mmap, the whole file"
-BARE = "mmap + munmap via ctypes"
-FD_CALLS = "fstat + dup + close via ctypes"
-REFUSED = "mmap via ctypes, refused by libc"
-CTYPES = "abs() via ctypes"
-
-
-@dataclass(frozen=True)
-class Split:
-    """What one mapping cost, from ``bench.compare`` rounds of ``n`` calls per arm.
-
-    Each value is a ``Spread`` over the rounds, computed round by round. ``large_over_one``:
-    a mapping of the whole file's time over a one-page mapping's. Microseconds per call:
-    ``python`` (``mmap.mmap`` of one page, then ``close``), ``kernel`` (the ``mmap`` and
-    ``munmap`` system calls, with ``ctypes``' own cost of two calls taken off), ``fd``
-    (``fstat``, ``dup``, ``close``, three calls' cost taken off), ``rest`` (what is left
-    of ``python``: building Python's object, parsing its arguments), and ``ctypes``' own
-    cost per call: ``ctypes_mmap`` (the refused ``mmap``) and ``ctypes_call`` (``abs``).
-    """
-
-    n: int
-    pages: int
-    large_over_one: Spread
-    python: Spread
-    kernel: Spread
-    fd: Spread
-    rest: Spread
-    ctypes_mmap: Spread
-    ctypes_call: Spread
-
-    def larger_part(self) -> str | None:
-        """``"kernel"`` if the system calls' share lies clearly above half (the whole IQR,
-        or every round with few rounds), ``"python"`` if clearly below, ``None`` if the
-        rounds straddle half: this run cannot tell."""
-        return {1: "kernel", -1: "python", 0: None}[self.share(self.kernel).side(0.5)]
-
-    def share(self, part: Spread) -> Spread:
-        """A part's time as a fraction of Python's whole call, round by round."""
-        return Spread.of(x / p for x, p in zip(part.samples, self.python.samples, strict=True))
-
-    def __str__(self) -> str:
-        ratio = self.large_over_one
-        total = Spread.of(self.n / r for r in ratio.samples)
-        lines = [
-            f"a {self.pages:,}-page mapping takes {ratio.text('.2f', 'x', than=1.0)} the time of "
-            f"a one-page one, round by round: its size {_size_verdict(ratio)}",
-            f"so {self.n:,} one-page mappings take {total.text(',.0f', 'x')} the time of one "
-            f"{self.pages:,}-page mapping, for the same pages",
-            f"one mmap.mmap of one page, then close(): {self.python.text('.3g', ' µs')}, of which",
-        ]
-        parts = (
-            ("mmap + munmap system calls", self.kernel),
-            ("fstat + dup + close of the fd", self.fd),
-            ("the rest (Python's object)", self.rest),
-        )
-        for label, part in parts:
-            lines.append(f"  {label:<30}{part.text('.2g', ' µs')} ({self.share(part).text('.0%')})")
-        lines.append("  (each part's median over the rounds: they need not add up to 100% exactly)")
-        lines.append(
-            f"ctypes' own cost, taken off above: {self.ctypes_mmap.text('.2g', ' µs')} per mmap "
-            f"call (the refused one), {self.ctypes_call.text('.2g', ' µs')} per cheap call: why "
-            "the ctypes system calls can take longer than the whole of mmap.mmap"
-        )
-        few = len(self.python.samples) < FEW_ROUNDS  # then Spread.side asks every round
-        side = f"the system calls' share {'in every round' if few else 'over the whole IQR'} is"
-        lines.append(
-            {
-                "kernel": f"{side} above 50%: the mmap system calls are the larger part here",
-                "python": f"{side} below 50%: what Python adds (fstat, dup, close, the object) "
-                "is the larger part here",
-                None: "about half each: the rounds fall on both sides of 50%, so this run cannot "
-                "tell which part is larger",
-            }[self.larger_part()]
-        )
-        return "\n".join(lines)
-
-
-def _size_verdict(ratio: Spread) -> str:
-    if 0.5 < ratio.median < 2:
-        return "changes the cost by less than 2x (the kernel maps no page until it is touched)"
-    return "changes the cost by more than 2x here"
-
-
-def cost_split(cost, n: int, pages: int) -> Split:
-    """Read ``bench.compare``'s result ``cost``, whose arms are named ``ONE_PAGE``, ``LARGE``,
-    ``BARE``, ``FD_CALLS``, ``REFUSED`` and ``CTYPES`` and made ``n`` calls each per round."""
-    per_call = {row.name: [s / n * 1e6 for s in row.seconds.samples] for row in cost}
-    names = (ONE_PAGE, BARE, FD_CALLS, REFUSED, CTYPES)
-    rounds = zip(*(per_call[k] for k in names), strict=True)
-    # ctypes' own cost: an mmap call and a cheap one (munmap) for bare_mmaps, three cheap
-    # ones for fd_calls; what remains of each is the system calls
-    parts = []
-    for py, bare, fd, refused, cheap in rounds:
-        kernel, fd_work = bare - refused - cheap, fd - 3 * cheap
-        parts.append((py, kernel, fd_work, py - kernel - fd_work, refused, cheap))
-    spreads = (Spread.of(column) for column in zip(*parts, strict=True))
-    return Split(n, pages, cost.relative(ONE_PAGE, LARGE), *spreads)
-
-
-def plot_per_call(cost, n: int, ax=None):
-    """``bench.compare``'s result ``cost`` (``n`` calls per arm and round) as microseconds per
-    call: medians as bars, the IQR as error bars. Needs matplotlib; returns the axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(cost)))
-    spreads = [row.seconds.scaled(1e6 / n) for row in cost]
-    medians = [s.median for s in spreads]
-    errors = [[s.median - s.q1 for s in spreads], [s.q3 - s.median for s in spreads]]
-    ax.barh(cost.names, medians, xerr=errors, capsize=3, color="#1f77b4")
-    for y, spread in enumerate(spreads):  # the median, written past the error bar
-        ax.text(spread.q3, y, f"  {spread.median:.2g}", va="center", fontsize=8)
-    ax.set_xlim(0, max(s.q3 for s in spreads) * 1.12)
-    ax.invert_yaxis()
-    ax.set_xlabel("µs per call (median of the rounds; error bars: interquartile range)")
-    ax.set_title(f"{n:,} calls per way and round; {cost.rounds} rounds, interleaved", fontsize=9)
-    return ax
 
 
 def count_vmas() -> int:
