@@ -40,3 +40,15 @@ def test_window_follows_the_touched_pages():
     assert diagram._window(np.array([500]), 1000, 48) == (476, 524)
     assert diagram._window(np.array([2]), 1000, 48) == (0, 48)
     assert diagram._window(np.array([]), 10, 48) == (0, 10)
+
+
+def test_a_figure_of_its_own_adds_the_whole_file_strip():
+    import matplotlib.pyplot as plt
+
+    cached = np.zeros(300, bool)
+    cached[90:130] = True
+    ax = diagram.draw_page_path([100], np.arange(300) == 100, cached, window=32)
+    strip = [a for a in ax.figure.axes if a is not ax]
+    assert len(strip) == 1 and "whole file (300 pages)" in strip[0].get_title()
+    assert strip[0].images[0].get_array().sum() == 40
+    plt.close("all")

@@ -50,3 +50,15 @@ def test_unreadable_pagemap_says_why(monkeypatch):
     monkeypatch.setattr(pagemap, "_PAGEMAP", "/proc/self/no-such-pagemap")
     with mmap.mmap(-1, PAGE) as mm, pytest.raises(OSError, match="page table"):
         pagemap.present(mm)
+
+
+def test_vma_counts_the_dirty_pages_of_a_shared_file_mapping(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(2 * PAGE))
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        found = pagemap.vma(mm)
+        assert found["line"].endswith(str(path)) and found["end"] - found["start"] == 2 * PAGE
+        mm[:5] = b"dirty"
+        assert pagemap.vma(mm)["Shared_Dirty"] + pagemap.vma(mm)["Private_Dirty"] >= PAGE
+        mm.flush()
+        assert pagemap.vma(mm)["Shared_Dirty"] + pagemap.vma(mm)["Private_Dirty"] == 0

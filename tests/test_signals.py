@@ -9,7 +9,11 @@ from mmlab import signals
 def test_write_to_a_read_only_mapping_is_sigsegv(tmp_path):
     result = signals.write_read_only(tmp_path)
     assert result.signal == "SIGSEGV" and result.returncode < 0
-    assert "writing one byte" in result.stdout and "went through" not in result.stdout
+    assert (
+        "writing one byte" in result.stdout
+        and "before the store: False" in result.stdout
+        and "went through" not in result.stdout
+    )
     assert "Segmentation fault" in result.stderr  # faulthandler's report
     assert list(tmp_path.iterdir()) == []  # the scratch file is gone
 

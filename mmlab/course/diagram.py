@@ -21,7 +21,9 @@ Reading ``mm[i]`` from a file mapping goes through four layers, and each can be 
 
 ``draw_page_path(touched, mapped, cached)`` draws the four rows over a window of pages around
 the touched ones, with arrows along the path each present page took, and says how many
-pages outside the window are mapped and cached. ``show_page_path(mm, path, touched)``
+pages outside the window are mapped and cached; in a figure of its own it adds a strip of the
+whole file's cached pages (readahead's window in full). The file-blocks row is not measured:
+every page of the file has blocks on storage. ``show_page_path(mm, path, touched)``
 measures ``mapped`` and ``cached`` itself for a mapping of a file (once readahead's reads in
 flight have finished) and draws them. matplotlib is imported only when drawing.
 """
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PagePath", "draw_page_path", "measure_page_path", "show_page_path"]
+__all__ = ["PagePath", "draw_page_path", "explain", "measure_page_path", "show_page_path"]
 
 _ROWS = (
     "virtual pages\n(your process)",
@@ -130,8 +132,11 @@ def draw_page_path(
     touched = np.unique(np.asarray(list(touched), dtype=np.int64))
     mapped, cached = np.asarray(mapped, bool), np.asarray(cached, bool)
     start, stop = _window(touched, len(mapped), window)
+    strip_ax = None
     if ax is None:
-        _, ax = plt.subplots(figsize=(11, 4.2))
+        _, (ax, strip_ax) = plt.subplots(
+            2, 1, figsize=(11, 5.6), height_ratios=[4.2, 0.6], layout="constrained"
+        )
     y = {row: 3 - k for k, row in enumerate(_ROWS)}  # top row first
     in_file = np.arange(start, stop) + first_file_page < len(cached)
 
@@ -202,7 +207,11 @@ def draw_page_path(
         Patch(facecolor=_COLOURS["touched"], edgecolor="#444", label="page your code touched"),
         Patch(facecolor=_COLOURS["mapped"], edgecolor="#444", label="PTE present (mapped)"),
         Patch(facecolor=_COLOURS["cached"], edgecolor="#444", label="in the page cache"),
-        Patch(facecolor=_COLOURS["block"], edgecolor="#444", label="file block on storage"),
+        Patch(
+            facecolor=_COLOURS["block"],
+            edgecolor="#444",
+            label="file's blocks on storage\n(every page of the file:\nnot measured)",
+        ),
         Patch(facecolor="white", edgecolor="#444", linestyle="--", label="empty / not cached"),
     ]
     ax.legend(
@@ -213,7 +222,45 @@ def draw_page_path(
         or f"{len(touched):,} page(s) touched -> {int(mapped.sum()):,} mapped -> "
         f"{int(cached.sum()):,} cached (of {len(cached):,} file pages)"
     )
+    if strip_ax is not None:
+        _whole_file(strip_ax, touched + first_file_page, cached, start + first_file_page, window)
     return ax
+
+
+def _whole_file(ax, touched: np.ndarray, cached: np.ndarray, start: int, window: int) -> None:
+    """One strip for the whole file: cached pages in green, the window drawn above boxed."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
+
+    colours = ListedColormap(["white", _COLOURS["cached"]])
+    ax.imshow(
+        cached[None, :].astype(int),
+        aspect="auto",
+        cmap=colours,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, len(cached), 0, 1),
+    )
+    ax.add_patch(Rectangle((start, 0), window, 1, fill=False, edgecolor="black", linewidth=1.2))
+    ax.plot(
+        touched + 0.5,
+        np.full(len(touched), 1.25),
+        "v",
+        color=_COLOURS["touched"],
+        markersize=5,
+        clip_on=False,
+    )
+    ax.set_yticks([])
+    ax.set_xlim(0, len(cached))
+    ax.grid(False)
+    ax.set_title(
+        f"the whole file ({len(cached):,} pages): cached pages in green, the window "
+        "above boxed, touched pages marked",
+        fontsize=9,
+    )
+    ax.set_xlabel("page of the file", fontsize=8)
+    ax.tick_params(labelsize=8)
 
 
 def show_page_path(
@@ -239,3 +286,70 @@ def show_page_path(
         title=title,
     )
     return found
+
+
+def explain(
+    found: PagePath,
+    address: int,
+    major_faults: int,
+    fault_around_bytes: int | None,
+    read_ahead_kb: int | None,
+    laptop_kb: int = 128,
+) -> str:
+    """Which facts decide the counts of ``found``, in words computed from this run.
+
+    ``address`` is the mapping's start: fault-around fills the window of
+    ``fault_around_bytes`` that holds the faulting address, aligned in the address space.
+    A major fault on a mapping reads one *read-around* window of ``read_ahead_kb``, centred
+    on the faulting page; ``laptop_kb`` is the typical laptop's read_ahead_kb to compare.
+    """
+    page = mmap.PAGESIZE
+    known = fault_around_bytes is not None
+    span = (fault_around_bytes if known else 65536) // page
+    windows = {(address // page + int(t)) // span for t in found.touched}
+    mapped, cached = int(found.mapped.sum()), int(found.cached.sum())
+    said = f"fault_around_bytes = {span * page // 1024} KiB{'' if known else ' (the default)'}"
+    lines = [
+        f"page table: {mapped} PTEs filled; the touches fall in {len(windows)} aligned "
+        f"window(s) of {span} pages ({said})"
+    ]
+    if mapped == len(windows) * span:
+        lines.append(
+            f"  = {len(windows)} x {span}: each fault mapped its whole window "
+            "(a touch inside a window already mapped made no fault)"
+        )
+    elif mapped > len(windows) * span:
+        lines.append("  more than those windows: large folios were mapped whole")
+    else:
+        lines.append("  fewer than those windows: some neighbours were not cached at the fault")
+    if major_faults == 0 or not cached:
+        lines.append(
+            f"page cache: {cached:,} pages, no major fault: nothing was read, so no "
+            "readahead to see (the file stayed cached)"
+        )
+        return "\n".join(lines)
+    where = np.flatnonzero(found.cached)
+    first = int(found.touched[0]) + found.first_file_page
+    lines.append(
+        f"page cache: {major_faults} major fault(s) cached {cached:,} pages "
+        f"({cached * page / 2**20:g} MiB): pages {where[0]:,} to {where[-1]:,}, "
+        f"{first - where[0]:,} before the first touch and {where[-1] - first:,} after"
+    )
+    if read_ahead_kb is None:
+        lines.append("  read_ahead_kb is unknown here: the window's size cannot be named")
+        return "\n".join(lines)
+    ra = read_ahead_kb * 1024 // page
+    match = "=" if cached == ra else "vs"
+    lines.append(
+        f"  {match} read_ahead_kb = {read_ahead_kb:,} KiB = {ra:,} pages: one "
+        "read-around window, centred on the faulting page"
+    )
+    far = int(found.touched.max() - found.touched.min())
+    for kb, who in ((read_ahead_kb, "here"), (laptop_kb, "a typical laptop")):
+        half = kb * 1024 // page // 2
+        fate = "inside it: a minor fault" if far < half else "outside it: a second major fault"
+        lines.append(
+            f"  read_ahead_kb = {kb:,} ({who}): the window reaches {half:,} pages either side; "
+            f"the touch {far} pages from the first is {fate}"
+        )
+    return "\n".join(lines)

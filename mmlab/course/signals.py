@@ -1,10 +1,14 @@
 """When a mapping goes wrong, the kernel sends a signal: SIGSEGV and SIGBUS, run safely.
 
-A mapping's permissions live in its VMA (``r--s`` in ``/proc/self/maps``) and in its page
-table entries: a PTE of a read-only mapping is *write-protected*, so a store instruction to
-it faults, and since the VMA does not allow writing either, the kernel sends the process
-**SIGSEGV** (segmentation violation). Python's ``mmap`` object refuses the write before it
-reaches memory (``TypeError``), so the snippet writes with ``ctypes.memset``, as C would.
+A mapping's permissions live in its VMA (``r--s`` in ``/proc/self/maps``). A store to one of
+its pages faults whenever the page table entry does not allow it: the PTE may be empty (the
+page was never touched) or *write-protected* (it allows reading only). The kernel then
+checks the VMA: if the VMA allows writing, the fault is served (the page is filled in, or
+copied for a private mapping: copy-on-write); if it does not, as for a read-only mapping, the
+kernel sends the process **SIGSEGV** (segmentation violation). So the VMA decides, not the
+PTE: the snippet shows its PTE empty before the store. Python's ``mmap`` object refuses the
+write before it reaches memory (``TypeError``), so the snippet writes with
+``ctypes.memset``, as C would.
 
 A mapping may also outlive the file's data: if the file is truncated, the pages past its new
 end have nothing behind them, and touching one sends **SIGBUS** (bus error), not zeros.
@@ -39,11 +43,17 @@ __all__ = [
 READ_ONLY_WRITE = """\
 import ctypes, mmap, sys
 import numpy as np
+from mmlab import pagemap
 with open(sys.argv[1], "rb") as f:
     mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # PROT_READ, MAP_SHARED
 address = np.frombuffer(mm, np.uint8).ctypes.data
-print("mapped read-only at", hex(address), "- now writing one byte there", flush=True)
-ctypes.memset(address, ord("x"), 1)  # a store instruction to a write-protected page
+try:  # the VMA's permissions, and whether the page's PTE is filled yet
+    print("VMA:", pagemap.vma(address)["line"].split()[1], end="; ")
+    print("PTE present before the store:", bool(pagemap.present(mm)[0]))
+except OSError as exc:
+    print("cannot read this process's smaps or pagemap:", exc)
+print("now writing one byte at", hex(address), flush=True)
+ctypes.memset(address, ord("x"), 1)  # a store to a page whose VMA does not allow writing
 print("the write went through")
 """
 

@@ -20,6 +20,11 @@ offset ``(address // page size) * 8`` (Documentation/admin-guide/mm/pagemap.rst)
 anything with the buffer protocol) or of an ``(address, length)`` range, in one read;
 ``entries(...)`` returns the raw 64-bit entries. Where pagemap cannot be read they raise
 ``OSError`` saying why: an instrument never guesses.
+
+``vma(buffer)`` reads the VMA holding a buffer's first byte from ``/proc/self/smaps``: its
+``/proc/self/maps`` line and counters in bytes (``Rss``, ``Shared_Dirty``, ``Private_Dirty``,
+``AnonHugePages``, ...). A VMA may be larger than the buffer: the kernel merges adjacent
+anonymous mappings with the same permissions into one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "address_of",
     "entries",
     "present",
+    "vma",
 ]
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -115,3 +121,31 @@ def entries(target: object, length: int | None = None) -> np.ndarray:
 def present(target: object, length: int | None = None) -> np.ndarray:
     """One bool per virtual page of ``target``: True where its PTE maps a page in RAM."""
     return (entries(target, length) & PRESENT) != 0
+
+
+def vma(target: object) -> dict:
+    """The VMA holding ``target``'s first byte (a buffer or an address), from smaps.
+
+    ``{"line": the /proc/self/maps line, "start": ..., "end": ..., field: bytes, ...}``.
+    """
+    address = target if isinstance(target, int) else address_of(target)[0]
+    try:
+        with open("/proc/self/smaps") as f:
+            text = f.read()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read /proc/self/smaps: {exc.strerror}") from None
+    found: dict | None = None
+    for line in text.splitlines():
+        head = line.split(maxsplit=1)[0]
+        if "-" in head and not head.endswith(":"):  # a VMA's first line: start-end perms ...
+            if found is not None:
+                break
+            start, end = (int(x, 16) for x in head.split("-"))
+            if start <= address < end:
+                found = {"line": line, "start": start, "end": end}
+        elif found is not None and line.endswith(" kB"):
+            key, value = line.split(":")
+            found[key] = int(value.split()[0]) * 1024
+    if found is None:
+        raise OSError(f"no VMA of this process holds the address {address:#x}")
+    return found
