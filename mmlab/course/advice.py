@@ -12,6 +12,7 @@ memory suffices.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
@@ -160,8 +161,11 @@ def advice_html(advice) -> str:
         f"<td style='text-align:left'>{'<br>'.join(escape(r) for r in a.reasons)}</td></tr>"
         for a in advice
     )
+    caption = "what the labs will show here at full size"
+    if os.environ.get("MMLAB_QUICK") == "1":
+        caption += " (this run is in quick mode, MMLAB_QUICK=1: its sizes are smaller)"
     return (
-        "<table><caption>what the labs will show here (full size)</caption>"
+        f"<table><caption>{caption}</caption>"
         "<tr><th>notebook</th><th>section</th><th>what it shows</th><th>verdict</th>"
         "<th>why</th></tr>"
         f"{rows}</table>"
