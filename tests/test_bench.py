@@ -6,6 +6,7 @@ No speed targets: the statistics are checked on a fake clock, the race on what i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -308,7 +309,8 @@ def test_plot_and_sweep(data_file, agg):
     assert len(bar_container(ax)) == 2
     ax = bench.plot_sweep(sweep, title="warm")
     labels = ax.get_legend_handles_labels()[1]
-    assert sorted(labels) == ["memory copy, IQR of each race's rounds", "mmap slice", "read"]
+    band = "memory copy: median (line), IQR of the race's rounds"
+    assert sorted(labels) == [band, "mmap slice", "read"]
     assert ax.get_title() == "warm"
     bench.plot_sweep({4096: sweep[4096]})  # one block size still draws a band
     import matplotlib.pyplot as plt
@@ -452,7 +454,13 @@ def _fake(pattern, cache, block, seconds, size=2**25, quick=True, major=0, stora
         for name, times in seconds.items()
     ]
     n = len(next(iter(seconds.values())))
-    ref = Row("memory copy", Spread.of([0.01] * n), nbytes=size, is_reference=True)
+    ref = Row(
+        "memory copy",
+        Spread.of([0.01] * n),
+        rate=Spread.of([size / 0.01] * n),
+        nbytes=size,
+        is_reference=True,
+    )
     return BenchResult(rows, ref, n, [], params={"size": size, "block_size": block}, quick=quick)
 
 
@@ -469,12 +477,82 @@ def test_sweep_texts_quick_warm_cold_sequential_and_read_around():
     summary = bench.sweep_summary(table)
     assert "quick mode, warm races" in summary and "warm sequential 1,024 KiB 1.25x" in summary
     explained = bench.sweep_explained(table, read_ahead_kb=8192)
-    assert "quick mode, warm races" in explained
+    assert "quick mode: the warm verdicts are provisional" in explained
     assert "two system calls (lseek, then read)" in explained
     assert "leftover tail bytes" not in explained  # the memmap sum did not run here
     # read's per-block cost: (0.02 - 0.01) / (8192 - 32) blocks, times 8,192 blocks
     assert "read's 1.23 µs x 8,192 blocks = 10 ms of a 140 ms call (7%)" in explained
-    assert "storage set the pace: read's per-block cost is under 10%" in explained
+    # mmap ahead by 17% in every round, with read's per-block cost under 10% of its call
+    assert "under 10% of its call, so it does not explain this" in explained
     assert "less than one 8,192 KiB window per major fault here" in explained
     assert "full-size run can map more pages" not in explained  # 512 pages: the most
     assert "less than one" not in bench.sweep_explained(table, read_ahead_kb=4096)
+
+
+def test_the_strict_rule_asks_every_round_and_a_margin():
+    from mmlab.instruments.stats import MARGIN, Spread
+
+    rule = {"margin": MARGIN, "every": True}
+    small = Spread.of([1.02, 1.03, 1.01, 1.04, 1.02])  # every round above 1, by 1-4%
+    assert small.side() == 1 and small.side(**rule) == 0
+    assert small.verdict(**rule) == "no clear difference (within 5%, higher in 5 of 5 rounds)"
+    one_off = Spread.of([1.2, 1.3, 0.9, 1.2, 1.3])  # IQR above 1, one round below
+    assert one_off.side() == 1 and one_off.side(**rule) == 0
+    assert Spread.of([1.2] * 5).side(**rule) == 1 and Spread.of([0.8] * 5).side(**rule) == -1
+    assert Spread.of([0.9998]).verdict(**rule) == "one round cannot tell"
+
+
+def test_one_round_of_a_race_cannot_tell(data_file):
+    methods = ("read", "mmap slice")
+    r = bench.read_vs_mmap(data_file, repeats=1, methods=methods, copy_bytes=SMALL_COPY)
+    assert r.margin == bench.MARGIN and r.rule == {"margin": bench.MARGIN, "every": True}
+    assert "cannot tell" in r.podium()
+    assert "one round cannot tell" in r.summary()
+    assert 0 <= r.params["copy_huge"] <= 1  # smaps is readable on Linux
+
+
+def test_a_case_raced_twice_is_judged_on_both_races():
+    from mmlab.instruments.sweep import ratio_of
+
+    key = ("sequential", "warm", 2**20)
+    faster = _fake(*key, {"read": [0.02] * 5, "mmap slice": [0.017] * 5}, quick=False)
+    slower = _fake(*key, {"read": [0.02] * 5, "mmap slice": [0.021] * 5}, quick=False)
+    for r in (faster, slower):
+        r.params |= {"pattern": "sequential", "cache": "warm"}
+        r.margin = bench.MARGIN
+    table = {key: faster}
+    alone = ratio_of(table, key, "mmap slice", "read")
+    assert alone.side() == 1 and alone.before is None
+    both = ratio_of(table, key, "mmap slice", "read", first=slower)
+    assert both.disagree and both.side() == 0
+    assert "the two races disagree, so this run cannot tell" in both.text("mmap faster", "read")
+    assert "section 2's race" in bench.sweep_summary(table, first=slower)
+    explained = bench.sweep_explained(table, first=slower)
+    assert "no clear difference, or this run cannot tell: warm sequential 1,024 KiB" in explained
+    again = ratio_of(table, key, "mmap slice", "read", first=faster)
+    assert not again.disagree and again.side() == 1 and len(again.pooled.samples) == 10
+
+
+def test_reasons_cpu_split_caches_and_noisy_block_costs():
+    from mmlab.instruments.reasons import cache_fit
+    from mmlab.instruments.stats import Spread
+
+    warm = {"read": [0.02] * 5, "mmap slice": [0.0195] * 5}
+    table = {
+        ("sequential", "warm", 4096): _fake("sequential", "warm", 4096, warm, quick=False),
+        ("sequential", "warm", 2**20): _fake("sequential", "warm", 2**20, warm, quick=False),
+    }
+    for r in table.values():
+        r.margin = bench.MARGIN  # as read_vs_mmap sets it: 3% is within noise
+    big = table["sequential", "warm", 2**20]
+    big.rows = [
+        dataclasses.replace(row, user_s=Spread.of([0.001] * 5), system_s=Spread.of([0.03] * 5))
+        for row in big.rows
+    ]
+    explained = bench.sweep_explained(table)
+    assert "read: 20 ms a call; CPU time 3% user, 97% kernel" in explained
+    assert "copy_to_user" in explained and "cannot tell which copy is faster" in explained
+    # equal times at both block sizes: a per-block cost of 0, below the noise
+    assert "no method's cost per block rose above this run's noise" in explained
+    assert "fits in" in cache_fit(2**20) or "unknown" in cache_fit(2**20)
+    assert "huge pages back 50%" in cache_fit(2**20, 0.5)

@@ -85,6 +85,21 @@ def _counter(measurements: list[Measurement], key: str) -> int | None:
     return int(statistics.median_low(values))
 
 
+def _cpu_times() -> list[float]:
+    """This process's user and system CPU seconds so far (getrusage), or NaNs without it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return [math.nan, math.nan]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return [usage.ru_utime, usage.ru_stime]
+
+
+def _cpu_spread(samples: list[list[float]], which: int) -> Spread | None:
+    values = [s[which] for s in samples]
+    return None if not values or any(math.isnan(v) for v in values) else Spread.of(values)
+
+
 def compare(
     funcs: Mapping[str, Callable[[], object]],
     repeats: int | None = None,
@@ -130,17 +145,21 @@ def compare(
     order: list[tuple[int, str]] = []
     seconds: dict[str, list[float]] = {name: [] for name in names}
     measured: dict[str, list[Measurement]] = {name: [] for name in names}
+    cpu_times: dict[str, list[list[float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in _rotation(names, r):
             before(name)
             with measure(name, file=file) as m:
+                cpu = _cpu_times()
                 if timer is None:
                     funcs[name]()
                 else:
                     start = timer()
                     funcs[name]()
                     elapsed = timer() - start
+                cpu = [after - before_ for after, before_ in zip(_cpu_times(), cpu, strict=True)]
             order.append((r, name))
+            cpu_times[name].append(cpu)
             seconds[name].append(m.wall_s if timer is None else elapsed)
             measured[name].append(m)
 
@@ -165,6 +184,8 @@ def compare(
             **counters,
             nbytes=size,
             is_reference=name == reference,
+            user_s=_cpu_spread(cpu_times[name], 0),
+            system_s=_cpu_spread(cpu_times[name], 1),
             unavailable=unavailable,
             measurements=tuple(measured[name]),
         )

@@ -1,10 +1,10 @@
 """The statistics of a comparison: medians over rounds, their spread, and the table.
 
-``Spread`` holds one quantity's samples, one per round, with their median, interquartile
-range (IQR, the middle half) and min-max range; ``Spread.verdict`` says whether the samples
-lie clearly above or below a value (the whole IQR on one side) or not clearly at all. A
-ratio taken round by round (each method against the reference of the same round) cancels
-what the rounds share, so its spread is the honest one.
+``Spread`` (``mmlab.instruments.spread``, re-exported here) holds one quantity's samples,
+one per round, with their median, interquartile range (IQR, the middle half) and min-max
+range; ``Spread.verdict`` says whether the samples lie clearly above or below a value or not
+clearly at all. A ratio taken round by round (each method against the reference of the
+same round) cancels what the rounds share, so its spread is the honest one.
 
 ``Row`` is one callable's line of the table: its time, rate and speed against the
 reference as ``Spread``s, and its page faults, bytes from storage and page-cache change.
@@ -15,96 +15,33 @@ runs the interleaved rounds that fill it.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape
 
-import numpy as np
-
 from mmlab.instruments.measure import Measurement, format_count
+from mmlab.instruments.spread import (
+    CLOSE,
+    FEW_ROUNDS,
+    MARGIN,
+    QUICK_NOTE,
+    Spread,
+    _num,
+)
 
-__all__ = ["CLOSE", "COUNTERS", "FEW_ROUNDS", "QUICK_NOTE", "BenchResult", "Row", "Spread"]
+__all__ = [
+    "CLOSE",
+    "COUNTERS",
+    "FEW_ROUNDS",
+    "MARGIN",
+    "QUICK_NOTE",
+    "BenchResult",
+    "Row",
+    "Spread",
+]
 
 # The counters a Row holds per call, in the order of its table and records.
 COUNTERS = ("minor_faults", "major_faults", "storage_bytes", "cached_pages_delta")
-
-
-# What quick mode (a small file, few rounds) cannot promise, said wherever it prints verdicts.
-QUICK_NOTE = (
-    "quick mode (MMLAB_QUICK=1: a small file, few rounds): a speed against the memory copy, "
-    "and a ratio within 15% of 1, can come out the other way in a full-size run"
-)
-CLOSE = 0.15  # a ratio within this of 1 is a close call
-# Below this many rounds an IQR is too rough to trust: a verdict then needs every round to agree.
-FEW_ROUNDS = 5
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and spread of samples (kept in round order): IQR ``q1``-``q3``, range min-max.
-
-    ``f"{spread:.2f}"`` formats as ``median [q1–q3]``; ``spread.text(".2f", "x")`` adds a unit.
-    """
-
-    samples: tuple[float, ...]
-    median: float
-    q1: float
-    q3: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, samples) -> Spread:
-        values = tuple(float(v) for v in samples)
-        if not values:
-            raise ValueError("a spread needs at least one sample")
-        q1, median, q3 = (float(q) for q in np.percentile(values, [25, 50, 75]))
-        return cls(values, median, q1, q3, min(values), max(values))
-
-    def scaled(self, factor: float) -> Spread:
-        """The same spread in other units (``rate.scaled(1e-9)``: GB/s)."""
-        return Spread.of(v * factor for v in self.samples)
-
-    def count_above(self, value: float) -> int:
-        return sum(v > value for v in self.samples)
-
-    def side(self, than: float = 1.0) -> int:
-        """1 if the samples lie clearly above ``than``, -1 if clearly below, else 0.
-
-        Clearly: the whole IQR on one side; with fewer than ``FEW_ROUNDS`` samples, every one.
-        """
-        low, high = (self.min, self.max) if len(self.samples) < FEW_ROUNDS else (self.q1, self.q3)
-        return 1 if low > than else -1 if high < than else 0
-
-    def verdict(self, than: float = 1.0, above: str = "higher", below: str = "lower") -> str:
-        """Whether the samples lie clearly above or below ``than`` (``side``).
-
-        ``"faster in 7 of 7 rounds"``, or ``"no clear difference (faster in 4 of 7 rounds)"``.
-        """
-        n, k = len(self.samples), self.count_above(than)
-        side = self.side(than)
-        if side > 0:
-            return f"{above} in {k} of {n} rounds"
-        if side < 0:
-            return f"{below} in {n - k} of {n} rounds"
-        return f"no clear difference ({above} in {k} of {n} rounds)"
-
-    def text(self, spec: str = ".3g", unit: str = "", than: float | None = None) -> str:
-        """``median[unit] [q1–q3]``: ``spread.text(".2f", "x")`` gives ``1.25x [1.20–1.31]``.
-
-        With ``than`` (1 for a ratio), digits are added until no value rounds onto or across
-        it: an IQR wholly below 1 never reads ``[0.96–1.00]`` but ``[0.965–0.999]``.
-        """
-        values = (self.median, self.q1, self.q3)
-        spec = _side_spec(spec, values, than)
-        return f"{self.median:{spec}}{unit} [{self.q1:{spec}}–{self.q3:{spec}}]"
-
-    def __format__(self, spec: str) -> str:
-        return self.text(spec or ".3g")
-
-    def __str__(self) -> str:
-        return format(self, "")
 
 
 @dataclass(frozen=True)
@@ -128,6 +65,8 @@ class Row:
     nbytes: int | None = None
     checksum: int | None = None
     is_reference: bool = False
+    user_s: Spread | None = None  # CPU time in user space per call (getrusage)
+    system_s: Spread | None = None  # CPU time in the kernel per call
     unavailable: Mapping[str, str] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] = field(default=(), repr=False, compare=False)
 
@@ -170,6 +109,14 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     quick: bool = False
+    # None: a verdict needs the IQR on one side; a number (MARGIN): every round, and a median
+    # at least that far from 1 (read_vs_mmap sets it)
+    margin: float | None = None
+
+    @property
+    def rule(self) -> dict:
+        """The keywords of ``Spread.side``/``verdict`` this result's verdicts use."""
+        return {} if self.margin is None else {"margin": self.margin, "every": True}
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.rows)
@@ -215,13 +162,17 @@ class BenchResult:
         ratio = self.relative(a, b)
         n, k = len(ratio.samples), ratio.count_above(1.0)
         shown = ratio.text(".2f", "x", than=1.0)
-        side = ratio.side(1.0)
+        side = ratio.side(1.0, **self.rule)
         if side > 0:
             text = f"ahead of {b} in {k} of {n} rounds ({shown})"
         elif side < 0:
             text = f"behind {b} in {n - k} of {n} rounds ({shown})"
         else:
-            return f"no clear difference from {b} (ahead in {k} of {n} rounds, {shown})"
+            if self.margin is not None and n < 2:
+                return f"one round cannot tell it from {b} ({shown})"
+            near = self.margin and ratio.side(1.0, 0.0, True)
+            why = f"within {self.margin:.0%}, " if near else ""
+            return f"no clear difference from {b} ({why}ahead in {k} of {n} rounds, {shown})"
         ra, rb = self[a], self[b]
         if ra.rate is not None and rb.rate is not None:
             higher = ra.rate.median > rb.rate.median
@@ -266,7 +217,7 @@ class BenchResult:
             lines.append(self.podium())
         for row in self.rows:
             if row.of_reference is not None:
-                speed = row.of_reference.verdict(above="faster", below="slower")
+                speed = row.of_reference.verdict(above="faster", below="slower", **self.rule)
                 ratio = row.of_reference.text(".2f", "x", than=1.0)
                 lines.append(f"{row.name}: {ratio} the speed of {ref.name}: {speed}")
         if self.quick and ref is not None:
@@ -411,40 +362,6 @@ def _time_unit(seconds: float) -> tuple[str, float]:
     if seconds >= 1e-3:
         return "ms", 1e3
     return "µs", 1e6
-
-
-def _num(x: float, than: float | None = None) -> str:
-    """Three significant digits, no exponent: 0.0123, 1.23, 123, 12,300.
-
-    With ``than``, more digits where three would round ``x`` onto or across it.
-    """
-    if not math.isfinite(x) or x == 0:
-        return f"{x:g}"
-    digits = max(0, 2 - math.floor(math.log10(abs(x))))
-    return f"{x:{_side_spec(f',.{digits}f', (x,), than)}}"
-
-
-def _side_spec(spec: str, values, than: float | None, most: int = 6) -> str:
-    """``spec`` with more decimals (up to ``most`` more) until each value keeps its side.
-
-    A value below ``than`` must not print as ``than`` or above it, nor one above as below.
-    Only specs ending in ``.Nf`` or ``.Ng`` are widened; others are returned as they are.
-    """
-    match = re.fullmatch(r"(.*\.)(\d+)([fg])", spec)
-    if than is None or match is None:
-        return spec
-    head, digits, kind = match.group(1), int(match.group(2)), match.group(3)
-    for extra in range(most + 1):
-        candidate = f"{head}{digits + extra}{kind}"
-        if all(_same_side(v, float(f"{v:{candidate}}".replace(",", "")), than) for v in values):
-            return candidate
-    return candidate
-
-
-def _same_side(value: float, shown: float, than: float) -> bool:
-    if not math.isfinite(value):
-        return True
-    return (value > than) == (shown > than) and (value < than) == (shown < than)
 
 
 def _spread(spread: Spread | None, scale: float, than: float | None = None) -> str:

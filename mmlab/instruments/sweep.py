@@ -3,28 +3,34 @@
 Notebook 04 races the ways of reading a file over block sizes, orders and cache states
 (``bench.read_vs_mmap``, one ``BenchResult`` per case). This module turns that table into
 what a student reads: a figure of every case (``plot_sweep``; ``plot_sweeps`` draws them
-all), each case's winner by its rounds, never by medians alone (``sweep_summary``), and the
-machine facts behind the results (``sweep_explained``): what each block costs beyond its
-bytes, how many pages one fault maps, and how much one read-around window brings in on this
-machine's readahead.
+all), and each case's winner by its rounds, never by medians alone (``sweep_summary``).
+
+A race run again can move a ratio by more than the spread of its own rounds, so the races'
+verdicts ask every round to agree and the median to lie at least 5% from 1
+(``BenchResult.rule``), and a case raced twice (notebook 04's section 2 and its sweep) is
+judged on both races' rounds together (``ratio_of``, ``Pooled``), saying when they disagree.
+Why the sweep came out as it did is ``mmlab.instruments.reasons``.
 """
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mmlab.instruments.stats import CLOSE, FEW_ROUNDS, QUICK_NOTE, BenchResult, _side_spec
+from mmlab.instruments.stats import CLOSE, QUICK_NOTE, BenchResult, Spread
 
 __all__ = [
     "REFERENCE",
+    "Pooled",
+    "case_of",
+    "l3_bytes",
     "plot_sweep",
     "plot_sweeps",
+    "ratio_of",
     "size_label",
-    "sweep_explained",
     "sweep_summary",
 ]
 
@@ -59,8 +65,11 @@ def plot_sweep(results: Mapping[int, BenchResult], ax=None, title: str = ""):
         ax.errorbar(kib, medians, yerr=errors, marker="o", capsize=3, label=name)
     for k, size in zip(kib, sizes, strict=True):
         ref = results[size].reference.rate.scaled(1e-9)
-        label = f"{REFERENCE}, IQR of each race's rounds" if k == kib[0] else None
-        ax.fill_between([k / 1.6, k * 1.6], ref.q1, ref.q3, color="0.5", alpha=0.35, label=label)
+        label = f"{REFERENCE}: median (line), IQR of the race's rounds" if k == kib[0] else None
+        # at least 4% tall, so that a steady copy's box does not shrink to a hairline
+        low, high = min(ref.q1, ref.median / 1.02), max(ref.q3, ref.median * 1.02)
+        ax.fill_between([k / 1.6, k * 1.6], low, high, color="0.5", alpha=0.35, label=label)
+        ax.hlines(ref.median, k / 1.6, k * 1.6, color="0.3", linewidth=1.5)
     ax.set(xscale="log", yscale="log", xlabel="block (KiB)", ylabel="GB/s", title=title)
     ax.set_xlim(kib[0] / 2.5, kib[-1] * 2.5)
     ax.set_xticks(kib, [f"{k:,g}" for k in kib])
@@ -94,29 +103,99 @@ def plot_sweeps(results: Mapping[tuple[str, str, int], BenchResult], runs, axes)
         figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
 
 
-def sweep_summary(results: Mapping[tuple[str, str, int], BenchResult]) -> str:
+@dataclass(frozen=True)
+class Pooled:
+    """One ratio of a sweep case (``a``'s speed over ``b``'s, per round), with the same ratio
+    from an earlier race of the same case (notebook 04's section 2) when there is one.
+
+    A race run again can move a ratio by more than its spread inside one race, so the verdict
+    is taken on the rounds of both races together, by the race's rule (``BenchResult.rule``),
+    and ``disagree`` says when the two races alone would give different verdicts.
+    """
+
+    here: Spread
+    before: Spread | None = None
+    rule: Mapping = field(default_factory=dict)
+
+    @property
+    def pooled(self) -> Spread:
+        if self.before is None:
+            return self.here
+        return Spread.of(self.here.samples + self.before.samples)
+
+    def side(self) -> int:
+        return self.pooled.side(1.0, **self.rule)
+
+    @property
+    def disagree(self) -> bool:
+        if self.before is None:
+            return False
+        return self.here.side(1.0, **self.rule) != self.before.side(1.0, **self.rule)
+
+    def text(self, above: str, below: str) -> str:
+        """``1.14x [1.13–1.15]: mmap faster in 5 of 5 rounds``, or both races and the pool."""
+        here = self.here.text(".2f", "x", than=1.0)
+        if self.before is None:
+            return f"{here}: {self.here.verdict(above=above, below=below, **self.rule)}"
+        pooled = self.pooled
+        both = f"{here} here, {self.before.text('.2f', 'x', than=1.0)} in section 2's race"
+        if self.disagree and self.side() == 0:
+            k, n = pooled.count_above(1.0), len(pooled.samples)
+            return (
+                f"{both}: the two races disagree, so this run cannot tell "
+                f"({above} in {k} of {n} rounds of both)"
+            )
+        verdict = pooled.verdict(above=above, below=below, **self.rule)
+        flag = "; the two races alone would disagree" if self.disagree else ""
+        return f"{both}; both races pooled: {verdict}{flag}"
+
+
+def ratio_of(results, key, a: str, b: str, first: BenchResult | None = None) -> Pooled:
+    """``a`` over ``b`` in the sweep case ``key``, pooled with ``first`` (section 2's race)
+    if that raced the same case: same pattern, cache state, block size and file size."""
+    r = results[key]
+    same = (
+        first is not None
+        and {a, b} <= set(first.names)
+        and case_of(first) == key
+        and first.params.get("size") == r.params.get("size")
+        and not first.params.get("madvise")
+    )
+    before = first.relative(a, b) if same else None
+    return Pooled(r.relative(a, b), before, r.rule)
+
+
+def case_of(result: BenchResult) -> tuple[str, str, int] | None:
+    """The sweep key ``(pattern, cache, block size)`` of a ``read_vs_mmap`` result."""
+    p = result.params
+    return (p["pattern"], p["cache"], p["block_size"]) if "pattern" in p else None
+
+
+def sweep_summary(
+    results: Mapping[tuple[str, str, int], BenchResult], first: BenchResult | None = None
+) -> str:
     """One line per (pattern, cache, block size): who won, by how much, and what it cost.
 
     Every comparison is per round (medians of ratios, [IQR]), with whether it is clear; the
-    fastest is the highest median, and its lead is worded so the two never contradict.
+    fastest is the highest median, and its lead is worded so the two never contradict. The
+    case ``first`` (section 2's race) also ran is judged on both races' rounds.
     """
     lines = []
-    for (pattern, cache, block), r in results.items():
+    for key, r in results.items():
         ranked = r.ranked()
         best = ranked[0]
         line = (
-            f"{cache} {pattern} {size_label(block)}: fastest (highest median) {best.name}, "
+            f"{_label(key)}: fastest (highest median) {best.name}, "
             f"{best.rate.scaled(1e-9).text('.2f', ' GB/s')}"
         )
         if len(ranked) > 1:
             line += f"; {r.lead(best.name, ranked[1].name)}"
-        copy = best.of_reference.verdict(above="faster", below="slower")
+        copy = best.of_reference.verdict(above="faster", below="slower", **r.rule)
         ratio = best.of_reference.text(".2f", "x", than=1.0)
         lines.append(f"{line}; {ratio} the speed of {REFERENCE}: {copy}")
         if {"read", "mmap slice"} <= set(r.names):
-            ratio = r.relative("mmap slice", "read")
-            verdict = ratio.verdict(above="mmap faster", below="read faster")
-            lines.append(f"    mmap slice / read: {ratio.text('.2f', 'x', than=1.0)}: {verdict}")
+            pooled = ratio_of(results, key, "mmap slice", "read", first)
+            lines.append(f"    mmap slice / read: {pooled.text('mmap faster', 'read faster')}")
         faults = ", ".join(
             f"{row.name} {_count(row.major_faults)}/{_mib(row.storage_bytes)}" for row in r
         )
@@ -132,14 +211,16 @@ def sweep_summary(results: Mapping[tuple[str, str, int], BenchResult]) -> str:
         ]
         lines.append(
             f"{QUICK_NOTE}; close calls here (cold): {', '.join(close) if close else 'none'}; "
-            "the large effects (small blocks, the memmap sum's cost per block, cold random "
-            "blocks) are the ones to read in quick mode"
+            "the block-size lines above compare medians of separate races of few rounds, so "
+            "in quick mode they can point the other way from a full-size run (cold, in order, "
+            "most of all); the large effects (small blocks warm, the memmap sum's cost per "
+            "block, cold random blocks) are the ones to read in quick mode"
         )
         lines += _quick_warm_caveat(results)
     return "\n".join(lines)
 
 
-def _l3_bytes() -> int | None:
+def l3_bytes() -> int | None:
     """The largest CPU cache of CPU 0, from /sys (Linux); None where it cannot be read."""
     sizes = []
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
@@ -165,7 +246,7 @@ def _quick_warm_caveat(results) -> list[str]:
     if not warm:
         return []
     size = max(r.params["size"] for _, r in warm)
-    l3 = _l3_bytes()
+    l3 = l3_bytes()
     if l3 is None:
         where = "this CPU's cache size is unknown, so the file may sit in it"
     elif size <= l3:
@@ -175,14 +256,14 @@ def _quick_warm_caveat(results) -> list[str]:
     verdicts = []
     for key, r in warm:
         ratio = r.relative("mmap slice", "read")
-        verdict = ratio.verdict(above="mmap faster", below="read faster").split(" (")[0]
-        verdicts.append(f"{_label(key)} {ratio.median:.2f}x ({verdict})")
+        verdict = ratio.verdict(above="mmap faster", below="read faster", **r.rule)
+        verdicts.append(f"{_label(key)} {ratio.median:.2f}x, {verdict}")
     return [
         f"quick mode, warm races: the file is {size / 2**20:,.0f} MiB and {where}; warm, "
         "each method copies out of the page cache, so how fast copies run with the data in "
         "the CPU's cache decides these races (the large-block ones most), and a full-size "
         "run (a larger file and copy, more rounds) may reverse any warm mmap slice / read "
-        f"verdict here: {', '.join(verdicts)}"
+        f"verdict here: {'; '.join(verdicts)}"
     ]
 
 
@@ -205,254 +286,9 @@ def _block_size_lines(results: Mapping[tuple[str, str, int], BenchResult]) -> li
     return lines
 
 
-def sweep_explained(
-    results: Mapping[tuple[str, str, int], BenchResult], read_ahead_kb: int | None = None
-) -> str:
-    """Why the sweep came out as it did, each reason computed from its own numbers.
-
-    Where ``read`` and ``mmap slice`` each won; what one block costs beyond its bytes (from
-    the smallest and largest blocks, warm); how many pages one minor fault mapped (large
-    folios); and, cold and random, how much each major fault brought in from storage
-    against the device's ``read_ahead_kb`` (``mmlab.machine.report(path).read_ahead_kb``).
-    """
-    sections = [_winners(results), _per_block(results), _cold_sequential(results)]
-    sections.append(_per_fault(results))
-    sections.append(_read_around(results, read_ahead_kb))
-    return "\n\n".join(s for s in sections if s)
-
-
 def _label(key: tuple[str, str, int]) -> str:
     pattern, cache, block = key
     return f"{cache} {pattern} {size_label(block)}"
-
-
-def _winners(results) -> str:
-    sides: dict[str, list[str]] = {"mmap slice": [], "read": [], "neither": []}
-    for key, r in results.items():
-        if {"read", "mmap slice"} <= set(r.names):
-            ratio = r.relative("mmap slice", "read")
-            side = {1: "mmap slice", -1: "read", 0: "neither"}[ratio.side(1.0)]
-            spec = _side_spec(".2f", [ratio.median], 1.0)
-            sides[side].append(f"{_label(key)} ({ratio.median:{spec}}x)")
-    if not any(sides.values()):
-        return ""
-    shown = {k: ", ".join(v) if v else "nowhere in this sweep" for k, v in sides.items()}
-    text = (
-        "mmap slice against read, round by round (whole IQR of mmap/read on one side of 1; "
-        f"with fewer than {FEW_ROUNDS} rounds, every round):\n"
-        f"  mmap slice faster: {shown['mmap slice']}\n"
-        f"  read faster: {shown['read']}\n"
-        f"  no clear difference: {shown['neither']}"
-    )
-    return "\n".join([text, *_quick_warm_caveat(results)])
-
-
-def _block_costs(results) -> dict[str, dict[str, float]]:
-    """Warm, per pattern: (time with small blocks - time with large) / extra blocks, per method."""
-    costs = {}
-    for pattern, cache in dict.fromkeys((p, c) for p, c, _ in results):
-        sizes = sorted(b for p, c, b in results if (p, c) == (pattern, cache))
-        if cache != "warm" or len(sizes) < 2:
-            continue
-        small, large = results[pattern, cache, sizes[0]], results[pattern, cache, sizes[-1]]
-        extra = _nblocks(small, sizes[0]) - _nblocks(large, sizes[-1])
-        costs[pattern] = {
-            row.name: (row.seconds.median - large[row.name].seconds.median) / extra for row in small
-        }
-    return costs
-
-
-def _per_block(results) -> str:
-    """Warm: what one block costs beyond its bytes, per method and pattern."""
-    lines, costs = [], _block_costs(results)
-    for pattern, here in costs.items():
-        shown = ", ".join(f"{name} {_us(c)}" for name, c in here.items())
-        lines.append(f"  warm {pattern}: {shown}")
-    if not lines:
-        return ""
-    text = [
-        "What one block costs beyond its bytes, warm: (time with the smallest blocks - time "
-        "with the largest) / the extra blocks, medians:",
-        *lines,
-    ]
-    for pattern, here in costs.items():
-        top = max(here, key=here.get)
-        low = min(here, key=here.get)
-        text.append(
-            f"  warm {pattern}: {top} pays the most per block, {_us(here[top])}, "
-            f"{here[top] / max(here[low], 1e-12):.1f}x {low}'s {_us(here[low])}"
-        )
-    text.append(
-        "  per block, read and readinto make two system calls (lseek, then read) and a copy; "
-        "pread one system call (the offset is in the call) and a copy; mmap slice no system "
-        "call, one copy"
-    )
-    if any(max(here, key=here.get) == "numpy.memmap sum" for here in costs.values()):
-        text.append(
-            "  numpy.memmap sum: each block is numpy work done in Python: slicing a "
-            "numpy.memmap builds a new memmap object, then two numpy sums (one over the "
-            "block's whole 8-byte words, one over the leftover tail bytes) each pay numpy's "
-            "call overhead"
-        )
-    return "\n".join(text)
-
-
-def _cold_sequential(results) -> str:
-    """Cold, in order: each method's warm per-block cost x blocks, against its call time."""
-    costs = _block_costs(results).get("sequential")
-    keys = sorted(k for k in results if k[:2] == ("sequential", "cold"))
-    if not costs or not keys:
-        return ""
-    lines = [
-        "Cold, in order: what the per-block cost (warm sequential, above) adds up to per call, "
-        "against the call's median time:"
-    ]
-    for key in keys:
-        r = results[key]
-        blocks = _nblocks(r, key[2])
-        parts = [
-            f"{row.name}'s {_us(costs[row.name])} x {blocks:,} blocks = "
-            f"{_ms(costs[row.name] * blocks)} of a {_ms(row.seconds.median)} call "
-            f"({max(costs[row.name], 0) * blocks / row.seconds.median:.0%})"
-            for row in r
-            if row.name in costs and row.name != "numpy.memmap sum"
-        ]
-        lines.append(f"  {size_label(key[2])} blocks: " + "; ".join(parts))
-        if {"read", "mmap slice"} <= set(r.names):
-            ratio = r.relative("mmap slice", "read")
-            verdict = ratio.verdict(above="mmap faster", below="read faster")
-            share = max(costs["read"], 0) * blocks / r["read"].seconds.median
-            side = ratio.side(1.0)
-            if share < 0.1:
-                why = "storage set the pace: read's per-block cost is under 10% of its call"
-            elif side > 0:
-                why = (
-                    f"read's per-block cost, {share:.0%} of its call, was not hidden behind the I/O"
-                )
-            elif side < 0:
-                why = f"read finished ahead although its per-block cost is {share:.0%} of its call"
-            else:
-                why = (
-                    f"read's per-block cost, {share:.0%} of its call, overlapped the I/O here: "
-                    "storage set the pace"
-                )
-            lines.append(
-                f"    mmap slice / read {ratio.text('.2f', 'x', than=1.0)}: {verdict}; {why}"
-            )
-    return "\n".join(lines)
-
-
-def _per_fault(results) -> str:
-    """Warm, mapped methods: the file's pages over the minor faults that mapped them."""
-    lines, per_fault = [], []
-    for key, r in results.items():
-        if key[1] != "warm":
-            continue
-        pages = r.params["size"] / mmap.PAGESIZE
-        shown = []
-        for name in ("mmap slice", "numpy.memmap sum", "np.frombuffer(mmap) sum"):
-            if name in r.names and r[name].minor_faults:
-                per = pages / r[name].minor_faults
-                per_fault.append(per)
-                shown.append(f"{name} {r[name].minor_faults:,} faults, {per:,.0f} pages each")
-        if shown:
-            lines.append(f"  {_label(key)}: " + "; ".join(shown))
-    if not lines:
-        return ""
-    most, least = max(per_fault), min(per_fault)
-    huge = 2**21 // mmap.PAGESIZE  # pages in a 2 MiB folio, the most one fault can map
-    if most >= huge * 0.9:
-        why = (
-            f"up to {huge} pages (2 MiB) per fault: the page cache holds this file in 2 MiB "
-            "folios (large folios), and a fault maps a whole one at once"
-        )
-    elif most > 16 * 1.5:
-        why = (
-            "more than the 16 pages fault-around maps by default (fault_around_bytes, 64 "
-            "KiB): the page cache holds this file in large folios, mapped a folio at a time"
-        )
-    elif most > 1.5:
-        why = "up to fault-around's window (16 pages by default): no large folios seen"
-    else:
-        why = "one page per fault: neither fault-around nor large folios helped here"
-    if most > 1.5 and least < most * 0.9:
-        why += (
-            f"; where a fault mapped fewer on average (down to {least:,.0f} here), part of "
-            "the file sat in smaller folios"
-        )
-    head = "Pages mapped per minor fault, warm (file pages / minor faults per call):"
-    lines = [head, *lines, f"  at most {most:,.0f} pages per fault here: {why}"]
-    if any(r.quick for r in results.values()) and most < huge * 0.9:
-        lines.append(
-            "  quick mode: the page cache may hold a small file in smaller folios than a large "
-            "one, so a full-size run can map more pages per fault than this"
-        )
-    return "\n".join(lines)
-
-
-def _read_around(results, read_ahead_kb: int | None) -> str:
-    """Cold, random: MiB from storage per major fault of a mapping, against read()."""
-    keys = sorted(k for k in results if k[:2] == ("random", "cold"))
-    if not keys:
-        return ""
-    ra = "unknown" if read_ahead_kb is None else f"{read_ahead_kb:,} KiB"
-    lines = [f"Cold, random: read_ahead_kb of this file's disk: {ra}"]
-    for key in keys:
-        r = results[key]
-        size = r.params["size"]
-        parts = []
-        for name in ("mmap slice", "numpy.memmap sum"):
-            row = r[name] if name in r.names else None
-            if row and row.major_faults and row.storage_bytes is not None:
-                parts.append(
-                    f"{name} {row.major_faults:,} major faults, "
-                    f"{row.storage_bytes / 2**20:,.0f} MiB, "
-                    f"{row.storage_bytes / row.major_faults / 2**20:,.2f} MiB per major fault"
-                )
-        if "read" in r.names and r["read"].storage_bytes is not None:
-            read = r["read"]
-            parts.append(
-                f"read {_nblocks(r, key[2]):,} calls, {read.storage_bytes / 2**20:,.0f} MiB "
-                f"({read.storage_bytes / size:.0%} of the file)"
-            )
-        lines.append(f"  {size_label(key[2])} blocks: " + "; ".join(parts))
-        row = r["mmap slice"] if "mmap slice" in r.names else None
-        known = read_ahead_kb and row and row.major_faults and row.storage_bytes is not None
-        if known and row.storage_bytes / row.major_faults < read_ahead_kb * 1024:
-            lines.append(
-                f"    less than one {read_ahead_kb:,} KiB window per major fault here, "
-                "because later windows overlap pages an earlier window already cached"
-            )
-        if {"read", "mmap slice"} <= set(r.names):
-            lines.append(f"    mmap slice {r.lead('mmap slice', 'read')}")
-    if read_ahead_kb:
-        smallest = keys[0][2]
-        lines.append(
-            f"  one read-around window ({read_ahead_kb:,} KiB) holds "
-            f"{read_ahead_kb * 1024 // smallest:,} blocks of {size_label(smallest)}; at the common "
-            f"default of 128 KiB it would hold {128 * 1024 // smallest:,}, so each trip to "
-            "storage would bring in fewer blocks"
-        )
-    lines.append(
-        "  a major fault counts only the synchronous read; the asynchronous read-ahead it "
-        "starts brings in more without another major fault. Every block is read once in this "
-        "race, so every page read around a fault was used by a later block"
-    )
-    return "\n".join(lines)
-
-
-def _nblocks(result: BenchResult, block: int) -> int:
-    return -(-result.params["size"] // block)
-
-
-def _us(seconds: float) -> str:
-    return f"{seconds * 1e6:,.2f} µs"
-
-
-def _ms(seconds: float) -> str:
-    if seconds < 1e-4:
-        return _us(seconds)
-    return f"{seconds * 1e3:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:,.2f} ms"
 
 
 def _count(value: int | None) -> str:
