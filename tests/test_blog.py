@@ -84,26 +84,23 @@ def test_running_the_program_doubles_then_runs_past_the_data(tmp_path):
     assert end > sparse and end >= filesize - 4096  # writing 0.0 back allocated the tail
     if run.phantom.write_bytes is not None:
         assert run.phantom.write_bytes >= 700 * 8  # every phantom record dirtied a page again
+    assert set(run.per_flush) == {"writing", "doubling", "phantom"}
+    assert 1 <= len(run.per_flush["writing"]) <= 20 and (run.per_flush["writing"] > 0).all()
+    assert len(run.per_flush["phantom"]) >= 1 and (run.per_flush["phantom"] > 0).all()
+
+
+def test_per_item_cost_comes_from_the_chunks():
+    times = np.cumsum([0.0] + [1.0] * 30 + [2.0] * 30)  # item k done at times[k]
+    costs = blog._per_item(times, np.arange(61.0), 1.0)  # 20 chunks of 3 items
+    assert costs == pytest.approx([1.0] * 10 + [2.0] * 10)
+    positions = np.array([0.0, 24.0, 48.0])  # two 12-byte records per second
+    assert blog._per_item(np.array([0.0, 1.0, 2.0]), positions, 12.0).tolist() == [0.5]
 
 
 def test_without_a_target_the_blogs_item_fails(tmp_path):
     code = blog.program(("imports", "create", "open", "write", "close"), filename=tmp_path / "x")
     with pytest.raises(ValueError, match="size 1"):  # numpy's words for torch's RuntimeError
         blog.runner(code, dataset=molecules(1))()
-
-
-def test_extrapolate_scales_each_phase_by_its_count(tmp_path):
-    data = molecules(4)
-    data_bytes = blog.layout(d.smiles for d in data).data_bytes
-    run = blog.run(data, tmp_path / "b.dat", data_bytes + 12 * 100 + 11, progress=False)
-    full = blog.Layout(400, data_bytes * 100, (data_bytes + 12 * 100 + 11) * 100)
-    estimate = blog.extrapolate(run, full)
-    assert estimate.seconds["writing"] == pytest.approx(run.writing.wall_s * 100)
-    assert estimate.seconds["phantom"] == pytest.approx(
-        run.phantom.wall_s * full.phantoms / run.layout.phantoms
-    )
-    assert estimate.flushes == 800 + full.phantoms
-    assert estimate.total_seconds == pytest.approx(sum(estimate.seconds.values()))
 
 
 def test_a_struct_error_is_what_a_short_read_gives():

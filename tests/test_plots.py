@@ -37,3 +37,9 @@ def test_cached_by_section_counts_the_pages_of_each_range(tmp_path):
     resident = pagecache.residency(path)
     counted = plots.cached_by_section(path, {"a": (0, 3 * page), "b": (3 * page, 5 * page)})
     assert counted == {"a": int(resident[:3].sum()), "b": int(resident[3:].sum())}
+
+
+def test_bar_labels_have_no_exponent():
+    assert plots._number(3165.4) == "3,165"
+    assert plots._number(18.54) == "18.5"
+    assert plots._number(0.01234) == "0.0123"

@@ -16,6 +16,11 @@ from typing import Any
 __all__ = ["cached_by_section", "plot_causes", "plot_sections"]
 
 
+def _number(x: float) -> str:
+    """Three significant digits without an exponent: 0.0123, 1.21, 18.5, 3,165."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def plot_causes(result: Any, causes: Sequence[str], title: str = "", ax: Any = None) -> Any:
     """Median time per row of ``result`` (a ``bench.compare`` result) on a log scale, IQR as
     error bars, and between neighbours the speed-up (median of the per-round ratios) with its
@@ -42,13 +47,13 @@ def plot_causes(result: Any, causes: Sequence[str], title: str = "", ax: Any = N
     )
     ax.set_yscale("log")
     for i, median in enumerate(medians):
-        ax.text(i + 0.06, median * 1.15, f"{median:,.3g} ms", ha="left", va="bottom", fontsize=8)
+        ax.text(i + 0.06, median * 1.15, f"{_number(median)} ms", ha="left", va="bottom", fontsize=8)
     top = max(s.max for s in spreads)
     ax.set_ylim(min(s.min for s in spreads) / 3, top * 30)
     for i, cause in enumerate(causes):
         ratio = result.relative(names[i + 1], names[i])
         ax.annotate(
-            f"{ratio.median:,.3g}x faster\n({cause})",
+            f"{_number(ratio.median)}x faster\n({cause})",
             xy=(i + 1, medians[i + 1]),
             xytext=(i + 0.5, top * 6),
             ha="center",

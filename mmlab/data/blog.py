@@ -15,8 +15,8 @@ back and flushing each, which allocates every block of the sparse file. When the
 a whole number of 12-byte records, the last ``read`` comes back short and ``struct.unpack``
 raises ``struct.error`` (``Layout.ending``). ``run`` executes the program on a file with the
 100 MB file's proportions, shrunk, and the same tail remainder mod 12, so it ends as the
-full-size one would; ``extrapolate`` scales each phase by its count (records written, records
-doubled, phantom records), assuming each costs per item what it cost on the small file.
+full-size one would, timing each phase in chunks (``Run.per_flush``);
+``mmlab.data.blogsize.extrapolate`` scales that to the 100 MB file.
 """
 
 from __future__ import annotations
@@ -24,11 +24,15 @@ from __future__ import annotations
 import difflib
 import os
 import struct
+import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mmlab.instruments.proc import Counters, counters
 
@@ -38,16 +42,11 @@ __all__ = [
     "PHANTOM_BYTES",
     "RUN_PARTS",
     "SOURCE",
-    "Estimate",
     "Layout",
     "Run",
     "blog_root",
     "changes",
-    "extrapolate",
-    "flushes",
-    "in_memory_bytes",
     "layout",
-    "load_in_child",
     "program",
     "run",
     "runner",
@@ -223,6 +222,7 @@ class Run:
     error: str | None  # how the program ended: "struct.error: ..." or None
     end_position: int  # where the loop stood when it stopped
     allocated: tuple[int, int, int]  # bytes of blocks: sparse, after writing, at the end
+    per_flush: dict[str, np.ndarray]  # by phase: wall seconds per flush in each chunk of it
 
 
 class _Watch:
@@ -232,7 +232,7 @@ class _Watch:
     def __init__(
         self, dataset: Any, path: Path, filesize: int, namespace: dict, progress: bool
     ) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
         self.dataset, self.path, self.ns = dataset, path, namespace
         self.marks: dict[str, Counters] = {}
@@ -240,11 +240,14 @@ class _Watch:
         self.data_bytes = 0
         self.done = threading.Event()
         self.written = threading.Event()
-        quiet = not progress
-        self.bars = [
-            tqdm(total=len(dataset), desc="writing loop", unit="rec", disable=quiet),
-            tqdm(total=filesize, desc="doubling loop", unit="B", unit_scale=True, disable=quiet),
-        ]
+        self.write_times: list[float] = []  # when each record was written
+        self.samples: list[tuple[float, int]] = []  # (time, position) during the doubling loop
+        bar = {"disable": not progress, "file": sys.stdout, "mininterval": 2.0}
+        # the second bar opens when the first closes: one line each in a saved notebook
+        self.bars = [tqdm(total=len(dataset), desc="writing loop", unit="rec", **bar)]
+        self.second = lambda: tqdm(
+            total=filesize, desc="doubling loop", unit="B", unit_scale=True, **bar
+        )
 
     def mark(self, name: str) -> None:
         self.marks[name] = counters()
@@ -255,20 +258,26 @@ class _Watch:
 
     def __iter__(self):
         self.mark("start")
+        self.write_times.append(time.perf_counter())
         for item in self.dataset:
             yield item
+            self.write_times.append(time.perf_counter())
             self.bars[0].update()
         self.data_bytes = self.ns["mmapped_file"].tell()
         self.mark("written")
+        self.samples.append((time.perf_counter(), 0))
         self.written.set()
 
     def follow(self) -> None:
         self.written.wait()
+        self.bars[0].close()
+        self.bars.append(self.second())
         while not self.done.wait(0.002):
             try:
                 position = self.ns["mmapped_file"].tell()
             except (KeyError, ValueError):  # closed
                 return
+            self.samples.append((time.perf_counter(), position))
             if position >= self.data_bytes and "data end" not in self.marks:
                 self.marks["data end"] = counters()
             self.bars[1].update(max(0, position - self.bars[1].n))
@@ -310,6 +319,9 @@ def run(
             mapped.close()
     m = watch.marks
     data_end = m.get("data end", m["end"])
+    times, positions = np.array([*watch.samples, (time.perf_counter(), end)]).T
+    records = len(dataset)
+    per_record = watch.data_bytes / max(records, 1)  # mean bytes of a record
     return Run(
         layout=Layout(len(dataset), watch.data_bytes, filesize),
         writing=m["written"] - m["start"],
@@ -318,107 +330,24 @@ def run(
         error=error,
         end_position=end,
         allocated=(watch.blocks["start"], watch.blocks["written"], watch.blocks["end"]),
+        per_flush={
+            "writing": _per_item(np.array(watch.write_times), np.arange(records + 1.0), 1.0),
+            "doubling": _per_item(times, positions, per_record, 0, watch.data_bytes),
+            "phantom": _per_item(times, positions, PHANTOM_BYTES, watch.data_bytes, end),
+        },
     )
 
 
-# -- from the small file to the blog's ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The blog's program on ``full``, each phase scaled from ``run`` by its count."""
-
-    full: Layout
-    seconds: dict[str, float]  # by phase: writing, doubling, phantom
-    cpu_seconds: dict[str, float]
-    write_bytes: dict[str, float | None]
-    allocated_bytes: float  # blocks at the end, at the small file's share of its size
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(self.seconds.values())
-
-    @property
-    def flushes(self) -> int:
-        """One per record written, per record doubled and per phantom record."""
-        return 2 * self.full.records + self.full.phantoms
-
-
-def extrapolate(small: Run, full: Layout) -> Estimate:
-    """Scale each phase of ``small`` to ``full``: writing and doubling per record, the part
-    past the data per phantom record (each flushes once, whatever the file's size)."""
-    counts = {
-        "writing": (small.writing, full.records / small.layout.records),
-        "doubling": (small.doubling, full.records / small.layout.records),
-        "phantom": (small.phantom, full.phantoms / max(small.layout.phantoms, 1)),
-    }
-    written = {
-        name: None if c.write_bytes is None else c.write_bytes * k
-        for name, (c, k) in counts.items()
-    }
-    return Estimate(
-        full,
-        {name: c.wall_s * k for name, (c, k) in counts.items()},
-        {name: c.cpu_s * k for name, (c, k) in counts.items()},
-        written,
-        small.allocated[2] / small.layout.filesize * full.filesize,
-    )
-
-
-def flushes(path: str | os.PathLike[str], size: int, count: int = 200):
-    """A function that maps a fresh sparse file of ``size`` bytes at ``path`` and writes and
-    flushes 8 bytes ``count`` times, 12 bytes apart, as the phantom loop does: to check that
-    a flush costs the same on the scaled file as on the blog's 100 MB one."""
-    import mmap
-
-    def write_and_flush() -> None:
-        with open(path, "wb") as f:
-            f.truncate(size)
-        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
-            for k in range(count):
-                mm[12 * k + 4 : 12 * k + 12] = bytes(8)
-                mm.flush()
-
-    return write_and_flush
-
-
-def in_memory_bytes(dataset: Any) -> int:
-    """Bytes an ``InMemoryDataset`` holds in RAM: its tensors and its strings."""
-    import sys
-
-    total = 0
-    for store in (dataset._data.to_dict(), getattr(dataset, "slices", None) or {}):
-        for value in store.values():
-            if hasattr(value, "nbytes"):
-                total += int(value.nbytes)
-            elif isinstance(value, list):
-                total += sum(sys.getsizeof(v) for v in value)
-    return total
-
-
-_LOAD_IN_CHILD = """
-import json, sys
-import torch_geometric.datasets
-from mmlab.data.blog import in_memory_bytes
-from mmlab.instruments.proc import memory_by_kind
-before = memory_by_kind().rss_anon
-dataset = torch_geometric.datasets.QM9(sys.argv[1])
-after = memory_by_kind().rss_anon
-print(json.dumps({"anon_growth": after - before, "held": in_memory_bytes(dataset),
-                  "molecules": len(dataset), "in_memory": type(dataset).__mro__[1].__name__}))
-"""
-
-
-def load_in_child(root: str | os.PathLike[str]) -> dict:
-    """Load PyG's ``QM9(root)`` (already processed) in a fresh Python process, where no memory
-    freed earlier can be reused: its anonymous RSS growth, the bytes it holds, its base class."""
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_CHILD, str(root)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"loading QM9({root}) in a child failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+def _per_item(
+    times: np.ndarray, where: np.ndarray, size: float, start: float = 0, stop: float | None = None
+) -> np.ndarray:
+    """Seconds per item (``size`` units of ``where`` each) in up to 20 equal chunks of
+    ``[start, stop]``, the times at the chunk boundaries interpolated from the samples."""
+    stop = where[-1] if stop is None else stop
+    inside = int(((where >= start) & (where <= stop)).sum())
+    chunks = max(1, min(20, inside // 3))
+    if stop - start < size:
+        return np.array([])
+    bounds = np.linspace(start, stop, chunks + 1)
+    at = np.interp(bounds, np.maximum.accumulate(where), times)
+    return np.diff(at) / (np.diff(bounds) / size)
