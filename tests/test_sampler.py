@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import subprocess
 import sys
@@ -30,11 +31,13 @@ def test_sees_memory_allocated_while_running():
     with RSSSampler(interval=0.005) as sampler:
         time.sleep(0.05)
         sampler.mark("allocate")
-        block = np.ones(100 * 2**20, dtype=np.uint8)
+        # a fresh private mapping: malloc may reuse heap pages an earlier test left resident
+        block = mmap.mmap(-1, 100 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        np.frombuffer(block, dtype=np.uint8)[:] = 1
         time.sleep(0.05)
     assert sampler.rss.max() - sampler.rss[0] >= 90 * 2**20
     assert sampler.marks[0][1] == "allocate"
-    del block
+    block.close()
 
 
 def test_sees_a_child_processs_memory():

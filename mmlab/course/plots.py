@@ -47,7 +47,9 @@ def plot_causes(result: Any, causes: Sequence[str], title: str = "", ax: Any = N
     )
     ax.set_yscale("log")
     for i, median in enumerate(medians):
-        ax.text(i + 0.06, median * 1.15, f"{_number(median)} ms", ha="left", va="bottom", fontsize=8)
+        ax.text(
+            i + 0.06, median * 1.15, f"{_number(median)} ms", ha="left", va="bottom", fontsize=8
+        )
     top = max(s.max for s in spreads)
     ax.set_ylim(min(s.min for s in spreads) / 3, top * 30)
     for i, cause in enumerate(causes):
