@@ -11,6 +11,7 @@ from mmlab import check
 WRONG = {
     "exercise_1_1": mmap.ACCESS_WRITE,
     "exercise_1_2": 1,
+    "exercise_1_3": "SIGSEGV",
     "exercise_2_1": {0, 100},
     "exercise_2_2": 0,
     "exercise_2_3": "ENOSPC",
@@ -18,10 +19,11 @@ WRONG = {
     "exercise_3_2": "MADV_SEQUENTIAL",
     "exercise_4_1": "major_faults",
     "exercise_4_2": 0,
-    "exercise_5_1": 1,
+    "exercise_5_1": (73_045, 4),
     "exercise_5_2": 19 * 256,
     "exercise_6_1": 400,
     "exercise_6_2": "PSS",
+    "exercise_6_3": 0,
 }
 
 
@@ -54,3 +56,8 @@ def test_exercise_4_1_takes_either_name_of_the_counter():
     for answer in ("storage_bytes", "Storage MiB", "read_bytes", "m.read_bytes"):
         assert check.exercise_4_1(answer), answer
     assert not check.exercise_4_1("minor_faults")
+
+
+def test_exercise_2_2_gives_the_share_of_the_file_for_this_page_size(capsys):
+    assert check.exercise_2_2(-1_000_000 % mmap.PAGESIZE)
+    assert f"{-1_000_000 % mmap.PAGESIZE / 1_000_000:.2%} of the file" in capsys.readouterr().out

@@ -209,11 +209,19 @@ def test_advice_follows_the_facts(folder_report):
     assert "spans 1 page" in advice["01", "1-3"].reasons[0]
     advice = _with(folder_report, thp_enabled="always")
     assert advice["01", "4"].verdict == "different"
+    assert "between about 500 and 1,000" in " ".join(advice["01", "4"].reasons)
+    advice = _with(folder_report, cachestat=False)
+    assert "/proc/self/smaps instead" in " ".join(advice["01", "6-7"].reasons)
     advice = _with(folder_report, rlimit_nofile={"soft": 1024, "hard": 4096})
     assert "section 5 holds fewer than 20,000" in " ".join(advice["02", "5-6"].reasons)
     assert "meet EMFILE first" in " ".join(advice["02", "5-6"].reasons)
     advice = _with(folder_report, max_map_count=1_048_576)
     assert advice["02", "5-6"].verdict == "not_shown"
+    advice = _with(
+        folder_report, max_map_count=1_048_576, rlimit_nofile={"soft": 1_048_576, "hard": 1_048_576}
+    )
+    reasons = " ".join(advice["02", "5-6"].reasons)
+    assert "neither limit is reached below 300,000" in reasons and "first" not in reasons
     advice = _with(folder_report, cgroup_memory_limit=512 * 2**20)
     assert advice["03", "5"].verdict in ("different", "not_shown")
     assert "the cgroup memory limit is 512.0 MiB" in " ".join(advice["03", "5"].reasons)
@@ -223,6 +231,22 @@ def test_advice_follows_the_facts(folder_report):
     assert "dirty-page count prints 'unknown'" in " ".join(advice["05", "4"].reasons)
     advice = _with(folder_report, smaps_rollup=False)
     assert advice["06", "2"].verdict == "not_shown"
+    advice = _with(folder_report, read_ahead_kb=128, filesystem="ext4")
+    assert "read_ahead_kb is 128" in " ".join(advice["06", "2"].reasons)
+    assert {"read_ahead_kb", "filesystem"} <= set(advice["06", "2"].facts)
+
+
+def test_05s_scaled_run_is_predicted_from_its_flush_count(folder_report, monkeypatch):
+    from mmlab.data import blogsize
+
+    flush = {"median": 0.002, "min": 0.001, "max": 0.003, "rounds": 5}
+    monkeypatch.setattr(blogsize, "scaled_flushes", lambda: 50 * blogsize.FULL_RUN_MOLECULES)
+    advice = _with(folder_report, filesystem="ext4", flush=flush)
+    reasons = " ".join(advice["05", "2"].reasons)
+    assert "50 flushes each" in reasons and "takes about 200 s" in reasons
+    monkeypatch.setattr(blogsize, "scaled_flushes", lambda: None)
+    advice = _with(folder_report, filesystem="ext4", flush=flush)
+    assert "known once 05 has computed" in " ".join(advice["05", "2"].reasons)
 
 
 def test_a_missing_path_is_an_error(tmp_path):

@@ -1,4 +1,4 @@
-"""mmlab.sharing: notebook 06's readers, datasets, worker measurements and plots."""
+"""mmlab.sharing: notebook 06's readers, their summaries and plot; the three datasets."""
 
 from __future__ import annotations
 
@@ -42,12 +42,8 @@ def test_data_pages_leave_out_the_reserved_capacity(store):
     assert 0 < sizes["data"] < sizes["file"]
     assert sizes["data"] + sizes["reserved"] == sizes["file"]
     assert sizes["data"] % os.sysconf("SC_PAGE_SIZE") == 0
-
-
-def test_private_memory_adds_up():
-    mem = sharing.private_memory(os.getpid())
-    assert mem["uss"] == mem["private_clean"] + mem["private_dirty"] > 0
-    assert mem["pss_anon"] > 0
+    assert sizes["heap_unused"] + sizes["padding"] == sizes["reserved"]
+    assert sizes["heap_unused"] > 0 and sizes["padding"] > 0
 
 
 def test_a_second_reader_takes_the_first_ones_uss_and_the_cache_stays(store):
@@ -67,22 +63,7 @@ def test_a_second_reader_takes_the_first_ones_uss_and_the_cache_stays(store):
     assert gone["rss"] == gone["pss"] == gone["all_uss"] == 0
 
 
-def test_run_epoch_measures_each_worker(store):
-    pytest.importorskip("torch")
-    run = sharing.run_epoch(ArrayDataset(store), "arrays", workers=2, batch_size=500)
-    assert run.items == 3000 and run.batches == 6
-    assert len(run.start) == len(run.end) == 2
-    assert 0 < run.first_batch_s <= run.seconds
-    assert np.isfinite(run.growth()) and np.isfinite(run.growth("uss"))
-
-
-def test_list_footprint_counts_every_object(store):
-    dataset = ListDataset(store)
-    assert sharing.list_footprint(dataset) > 3000 * (sys.getsizeof(("", "")) + 49)
-
-
 def test_plots_draw(store):
-    pytest.importorskip("torch")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,9 +73,6 @@ def test_plots_draw(store):
     sizes = sharing.data_pages(store)
     fig = sharing.plot_readers(steps, sizes["file"], sizes["data"])
     assert len(fig.axes) == 2
-    run = sharing.run_epoch(ArrayDataset(store), "arrays", workers=1, batch_size=1000)
-    fig2 = sharing.plot_workers([run])
-    assert len(fig2.axes) == 2
     plt.close("all")
 
 
@@ -121,3 +99,13 @@ def test_readers_summary_judges_from_the_run():
     assert "2 readers" in measured and verdict.startswith("true")
     steps[-1]["cached"] = 0  # the pages left the cache with the last reader
     assert sharing.readers_summary(steps, sizes)[2].startswith("partly")
+
+
+def test_exit_and_pss_lines_say_what_happened():
+    sizes = {"file": 120, "data": 100, "reserved": 20, "heap_unused": 12, "padding": 8}
+    steps = [_step(0, 0, 0, 0, 0), _step(1, 100, 100, 120, 100), _step(2, 200, 0, 120, 0)]
+    steps += [_step(1, 100, 100, 120, 100), _step(0, 0, 0, 120, 0)]
+    assert sharing.exit_lines(steps)[-1].endswith("stayed cached.")
+    assert "2 readers" in sharing.pss_lines(steps, sizes)[1]
+    steps[-1]["cached"] = 0
+    assert "dropped" in sharing.exit_lines(steps)[-1]

@@ -61,6 +61,22 @@ _PAGE = mmap.PAGESIZE
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
 _OFFSETS = (0, 100, 4096, 6000, 8192, 65536)
 _U0_PAGES = math.ceil(130_831 * 8 / _PAGE)
+_SPAN_1_2 = math.ceil((200_000 - _GRANULARITY) / _PAGE)
+_FILE_5_1, _DATA_5_1 = 1_000_000, 123_451  # a tail of 876,549 bytes: 9 mod 12
+
+
+def _phantoms_5_1() -> tuple[int, int]:
+    tail = _FILE_5_1 - _DATA_5_1
+    short = 4 if tail % 12 < 4 else 8  # the read that comes back short: the length or the value
+    return tail // 12, short if tail % 12 else 0
+
+
+def _is_phantoms(answer: Any) -> bool:
+    try:
+        phantoms, size = answer
+    except (TypeError, ValueError):
+        return False
+    return (_number(phantoms), _number(size)) == _phantoms_5_1()
 
 
 def _map_limits() -> tuple[int | None, int | None]:
@@ -96,11 +112,22 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_1_2",
-            "A file of 10,000 bytes is mapped in full. How many pages does the mapping span?",
-            _is_number(math.ceil(10_000 / _PAGE)),
-            lambda: math.ceil(10_000 / _PAGE),
-            f"Mappings cover whole pages: ceil(10,000 / {_PAGE:,}) = "
-            f"{math.ceil(10_000 / _PAGE)} on this machine.",
+            "A file of 200,000 bytes is mapped from offset=mmap.ALLOCATIONGRANULARITY to its "
+            "end. How many pages does the mapping span?",
+            _is_number(_SPAN_1_2),
+            lambda: _SPAN_1_2,
+            f"The mapping covers the {200_000 - _GRANULARITY:,} bytes after the offset "
+            f"({_GRANULARITY:,} here), in whole pages: ceil({200_000 - _GRANULARITY:,} / "
+            f"{_PAGE:,}) = {_SPAN_1_2}.",
+        ),
+        Exercise(
+            "exercise_1_3",
+            "A process maps a 3-page file with ACCESS_WRITE; another truncates the file to one "
+            "page; the first then writes to the third page of its mapping. Which signal?",
+            lambda a: _word(a).upper().removeprefix("SIG") == "BUS",
+            lambda: "SIGBUS",
+            "SIGBUS: the VMA still allows the write, but the page past the file's new end has "
+            "no data behind it. SIGSEGV is for an access the VMA itself does not allow.",
         ),
         Exercise(
             "exercise_2_1",
@@ -116,7 +143,8 @@ EXERCISES: dict[str, Exercise] = {
             _is_number(-1_000_000 % _PAGE),
             lambda: -1_000_000 % _PAGE,
             f"1,000,000 bytes fill {1_000_000 // _PAGE} pages and {1_000_000 % _PAGE:,} bytes of "
-            f"one more; {-1_000_000 % _PAGE:,} bytes of it are waste: under 0.4% of the file.",
+            f"one more; {-1_000_000 % _PAGE:,} bytes of it are waste: "
+            f"{-1_000_000 % _PAGE / 1_000_000:.2%} of the file, with {_PAGE:,}-byte pages.",
         ),
         Exercise(
             "exercise_2_3",
@@ -135,8 +163,9 @@ EXERCISES: dict[str, Exercise] = {
             _is_word("b", "(b)"),
             lambda: "b",
             "RSS counts pages mapped into this process. The fault maps the touched page and "
-            "what the kernel maps with it: the rest of its folio (up to 2 MiB with large "
-            "folios) and cached neighbours up to fault_around_bytes (64 KiB by default). "
+            "what the kernel maps with it: neighbours already read, up to fault_around_bytes "
+            "(64 KiB by default), and the rest of its folio if it sits in a large one (up to "
+            "2 MiB; in-order readahead builds those, a lone fault's read-around does not). "
             "Readahead may read megabytes into the page cache (read_ahead_kb), but a cached "
             "page joins RSS only once mapped; never nothing, since the touched page is mapped.",
         ),
@@ -178,11 +207,16 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_5_1",
-            "How many numbers does `data.y` hold for one QM9 molecule (so `.item()` fails)?",
-            _is_number(19),
-            lambda: 19,
-            "data.y has shape [1, 19]: the 19 targets. item() only converts a one-element "
-            "tensor; data.y[0, 7] is U0.",
+            f"The blog's program writes {_DATA_5_1:,} bytes of records into its "
+            f"{_FILE_5_1:,}-byte file. How many phantom records does its doubling loop process, "
+            "and how many bytes does the `struct.unpack` that stops it ask for? Answer "
+            "(phantoms, bytes).",
+            _is_phantoms,
+            lambda: _phantoms_5_1(),
+            f"The zero tail is {_FILE_5_1 - _DATA_5_1:,} bytes = {_phantoms_5_1()[0]:,} records "
+            f"of 12 bytes (4 for a zero length, 8 for the value) + "
+            f"{(_FILE_5_1 - _DATA_5_1) % 12} bytes: read(4) still gets its length, but read(8) "
+            "comes back short, so unpack('d') asks for 8 bytes and raises struct.error.",
         ),
         Exercise(
             "exercise_5_2",
@@ -198,8 +232,8 @@ EXERCISES: dict[str, Exercise] = {
             "values for that file add up to, in MiB?",
             _is_number(100, rel=0.02),
             lambda: 100,
-            "PSS splits each shared page between the processes sharing it: 4 x 25 MiB = 100 "
-            "MiB, the memory really used. Their RSS adds up to 400 MiB.",
+            "PSS gives each process 1/N of every page N processes share, so the PSS values "
+            "add up to the memory the file's pages really use, once; RSS counts them in each.",
         ),
         Exercise(
             "exercise_6_2",
@@ -209,6 +243,17 @@ EXERCISES: dict[str, Exercise] = {
             lambda: "RSS",
             "RSS counts every resident page of the process; USS only its private pages; PSS "
             "a fair share of each shared one.",
+        ),
+        Exercise(
+            "exercise_6_3",
+            "One process, alone, maps a 50 MiB file and reads all of it; its USS is 60 MiB. "
+            "It exits and nothing else needs memory. How many MiB of that file are still in "
+            "the page cache?",
+            _is_number(50, rel=0.05),
+            lambda: 50,
+            "File pages belong to the page cache, not to the process: they count in its USS "
+            "while no one else maps them, yet its exit frees only its anonymous memory; the "
+            "file's pages stay cached until the kernel needs the room (section 2's last reader).",
         ),
     ]
 }

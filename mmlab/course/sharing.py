@@ -11,53 +11,36 @@ none of them: they stay cached until the kernel reclaims them.
 ``Readers`` starts reader processes that map a ``RecordStore`` and read all of it, and
 ``snapshot`` measures them: the store's pages (``file_memory``), each reader's memory by kind
 and the store's pages in the page cache. ``data_pages`` counts the file's pages that hold
-records (the rest is capacity the store reserved and never wrote), which is why the readers'
-PSS, summed, sits under the file's size.
+records; the rest (the string area's unused room, the padding that starts each section on a
+64 KiB boundary, the header) no reader touches, which is why the readers' PSS, summed, sits
+under the file's size. ``exit_lines`` and ``pss_lines`` are what the notebook prints.
 
-DataLoader workers (pytorch issue 13246): a worker forked from a process holding a list of
-Python objects shares their pages copy-on-write, but reading an object writes its reference
-count, so each page of objects a worker reads is copied into it: "copy-on-read".
-``mmlab.dataset``'s ``ListDataset`` (a list of ``(smiles, values)`` tuples), ``ArrayDataset``
-(the same data as three numpy arrays in RAM: offsets, bytes, values; a few objects, no
-per-record refcounts) and ``StoreDataset`` (the mapped store) return the same items: the
-SMILES string and its values as float32. ``run_epoch`` iterates one epoch with forked workers and
-measures each worker's private memory (``private_memory``: USS split into private dirty
-pages, i.e. anonymous copies, and private clean ones, i.e. file pages only it maps) when the
-workers are up and after the epoch.
+The DataLoader workers of the notebook's third section are ``mmlab.course.workers``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mmlab.data.dataset import ListDataset
 from mmlab.instruments import pagecache
 from mmlab.instruments.proc import memory_by_kind
-from mmlab.instruments.sampler import RSSSampler, file_memory
+from mmlab.instruments.sampler import file_memory
 from mmlab.store import RecordStore
 
 __all__ = [
     "READER",
-    "EpochRun",
     "Readers",
     "data_pages",
-    "epoch_in_process",
-    "list_footprint",
+    "exit_lines",
     "plot_readers",
-    "plot_workers",
-    "private_memory",
+    "pss_lines",
     "readers_summary",
-    "run_epoch",
     "snapshot",
-    "workers_summary",
 ]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -133,15 +116,24 @@ def snapshot(path: str | os.PathLike[str], pids: list[int]) -> dict[str, float]:
 
 def data_pages(path: str | os.PathLike[str]) -> dict[str, int]:
     """Bytes of the store file: ``file`` (its size), ``data`` (the pages of each section that
-    hold records: offsets, strings, values) and ``reserved`` (the rest: capacity never written,
-    padding to each section's 64 KiB boundary, the header)."""
+    hold records: offsets, strings, values), ``reserved`` (the rest), split into
+    ``heap_unused`` (whole pages of the string area past the last string) and ``padding``
+    (each section's padding to its 64 KiB boundary, and the header)."""
     with RecordStore.open(path) as store:
-        n, sections = len(store), store.sections
-        used = {"offsets": 8 * (n + 1), "heap": int(store._offsets[n])}
-        used.update(dict.fromkeys(store.fields, 8 * n))
-        size = store.nbytes
-    data = sum(-(-used[name] // _PAGE) * _PAGE for name in sections)
-    return {"file": size, "data": data, "reserved": size - data}
+        n, sections, size = len(store), store.sections, store.nbytes
+    # The store's format: int64 offsets, the end of the last string at offsets[n].
+    heap_used = int(np.fromfile(path, np.int64, count=1, offset=sections["offsets"][0] + 8 * n)[0])
+    used = dict.fromkeys(sections, 8 * n) | {"offsets": 8 * (n + 1), "heap": heap_used}
+    pages = {name: -(-used[name] // _PAGE) * _PAGE for name in sections}
+    data = sum(pages.values())
+    heap_unused = sections["heap"][1] // _PAGE * _PAGE - pages["heap"]
+    return {
+        "file": size,
+        "data": data,
+        "reserved": size - data,
+        "heap_unused": heap_unused,
+        "padding": size - data - heap_unused,
+    }
 
 
 def plot_readers(steps: list[dict], file_size: int, data_size: int, sampler=None):
@@ -171,171 +163,6 @@ def plot_readers(steps: list[dict], file_size: int, data_size: int, sampler=None
     per_step.set_title("the store's pages only")
     per_step.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
     return fig
-
-
-# -- DataLoader workers ----------------------------------------------------------------------
-
-
-_ROLLUP = {
-    b"Private_Clean": "private_clean",
-    b"Private_Dirty": "private_dirty",
-    b"Pss_Anon": "pss_anon",
-    b"Pss_File": "pss_file",
-}
-
-
-def private_memory(pid: int) -> dict[str, int]:
-    """A process's private pages from ``/proc/PID/smaps_rollup``, bytes: ``private_dirty``
-    (pages only it maps that were written: its own heap and copy-on-write copies, i.e.
-    anonymous memory here, as nothing writes a mapped file), ``private_clean`` (unwritten pages
-    only it maps: file pages no other process maps), ``uss`` (their sum), and ``pss_anon``,
-    ``pss_file``."""
-    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-        text = f.read()
-    out = dict.fromkeys(_ROLLUP.values(), 0)
-    for line in text.splitlines():
-        key, _, rest = line.partition(b":")
-        if key in _ROLLUP:
-            out[_ROLLUP[key]] = int(rest.split()[0]) * 1024
-    out["uss"] = out["private_clean"] + out["private_dirty"]
-    return out
-
-
-@dataclass
-class EpochRun:
-    """One epoch of a DataLoader with forked workers: its wall time, each worker's private
-    memory when the workers were up (``start``) and after the epoch (``end``), the sampler."""
-
-    label: str
-    seconds: float  # the whole epoch, from starting the workers to the last batch
-    first_batch_s: float  # of which: until the first batch arrived (the workers' start)
-    items: int
-    batches: int
-    start: list[dict[str, int]]
-    end: list[dict[str, int]]
-    sampler: RSSSampler = field(repr=False)
-
-    def growth(self, name: str = "private_dirty") -> float:
-        """Mean growth of ``name`` per worker during the epoch, bytes."""
-        return float(
-            np.mean([e[name] - s[name] for s, e in zip(self.start, self.end, strict=True)])
-        )
-
-
-def _report_start(queue, worker_id: int) -> None:
-    # Runs in each worker right after the fork, before it reads any record.
-    queue.put((os.getpid(), private_memory(os.getpid())))
-
-
-def run_epoch(dataset, label: str, *, workers: int = 2, batch_size: int = 256) -> EpochRun:
-    """Iterate once over a shuffled ``DataLoader`` of ``dataset`` with ``workers`` forked workers.
-
-    Fork explicitly: spawn and forkserver (Python 3.14's default on Linux) pickle the dataset
-    into each worker instead, so each starts with its own full copy of a list. Each worker
-    reports its private memory before it reads a record; persistent workers outlive the
-    epoch, so their memory is read again where the epoch left it.
-    """
-    import multiprocessing
-
-    from torch.utils.data import DataLoader
-
-    context = multiprocessing.get_context("fork")
-    queue = context.SimpleQueue()
-
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        shuffle=True,
-        persistent_workers=True,
-        multiprocessing_context=context,
-        worker_init_fn=functools.partial(_report_start, queue),
-    )
-    with RSSSampler(interval=0.05, children=True, uss_pss=True, memory_kinds=True) as sampler:
-        began = time.perf_counter()
-        batches = iter(loader)
-        next(batches)
-        first = time.perf_counter() - began
-        started = dict(queue.get() for _ in range(workers))
-        pids = sorted(started)
-        start = [started[pid] for pid in pids]
-        sampler.mark("workers up")
-        for _ in batches:
-            pass
-        seconds = time.perf_counter() - began
-        end = [private_memory(pid) for pid in pids]
-    n_batches = len(loader)
-    del batches, loader  # shuts the workers down
-    return EpochRun(label, seconds, first, len(dataset), n_batches, start, end, sampler)
-
-
-def _label_bars(ax, values, positions, fmt: str) -> None:
-    for value, at in zip(values, positions, strict=True):
-        ax.annotate(
-            fmt.format(value),
-            (max(value, 0), at),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-        )
-
-
-def plot_workers(runs: list[EpochRun], objects_bytes: int | None = None):
-    """Bars: growth per worker of private dirty (anonymous copies) and private clean (file
-    pages only that worker maps) memory during the epoch, per dataset, with the size of the
-    list's objects (``objects_bytes``) as a line; and each epoch's time."""
-    import matplotlib.pyplot as plt
-
-    fig, (memory, times) = plt.subplots(
-        1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]}
-    )
-    y = np.arange(len(runs))
-    dirty = [r.growth("private_dirty") / MiB for r in runs]
-    clean = [r.growth("private_clean") / MiB for r in runs]
-    memory.barh(y - 0.2, dirty, 0.4, label="private dirty: anonymous copies", color="#d62728")
-    memory.barh(
-        y + 0.2, clean, 0.4, label="private clean: file pages only it maps", color="#7f7f7f"
-    )
-    _label_bars(memory, dirty, y - 0.2, "{:+.1f}")
-    _label_bars(memory, clean, y + 0.2, "{:+.1f}")
-    right = max(dirty + clean)
-    if objects_bytes is not None:
-        memory.axvline(objects_bytes / MiB, color="0.3", linestyle="--", label="the list's objects")
-        right = max(right, objects_bytes / MiB)
-    memory.set_yticks(y, [r.label for r in runs])
-    memory.invert_yaxis()
-    memory.set(
-        xlabel="MiB per worker, growth during one epoch", title="each worker's private memory"
-    )
-    memory.set_xlim(right=right * 1.15 + 1)
-    memory.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8)
-    seconds = [r.seconds for r in runs]
-    times.barh(y, seconds, color="#1f77b4")
-    _label_bars(times, seconds, y, "{:.2f} s")
-    times.set_xlim(right=max(seconds) * 1.3)
-    times.set_yticks(y, [""] * len(runs))
-    times.invert_yaxis()
-    times.set(xlabel="seconds", title="one epoch")
-    return fig
-
-
-def list_footprint(dataset: ListDataset) -> int:
-    """Bytes the list's objects take: the list, each tuple, string and array (with its data)."""
-    total = sys.getsizeof(dataset.items)
-    for item in dataset.items:
-        total += sys.getsizeof(item) + sum(sys.getsizeof(x) for x in item)
-    return total
-
-
-def epoch_in_process(dataset, *, batch_size: int = 256) -> float:
-    """Seconds for one shuffled epoch with no workers: ``dataset[i]`` and collating only."""
-    from torch.utils.data import DataLoader
-
-    began = time.perf_counter()
-    for _ in DataLoader(dataset, batch_size=batch_size, shuffle=True):
-        pass
-    return time.perf_counter() - began
 
 
 # -- what the notebook records for its tests and the course's claims table -------------------
@@ -368,27 +195,41 @@ def readers_summary(steps: list[dict], sizes: dict[str, int]) -> tuple[dict, str
     return values, measured, verdict
 
 
-def workers_summary(runs: list[EpochRun], list_bytes: int) -> tuple[dict, str, str]:
-    """From the three ``run_epoch`` runs (list, NumPy, store, in that order): the values to
-    record, and the claims table's "measured" and "verdict" sentences."""
-    lst, arr, sto = runs
-    workers = len(lst.start)
-    arms = dict(zip(("list", "numpy", "store"), runs, strict=True))
-    values = {f"{arm}_worker_growth": run.growth() for arm, run in arms.items()}
-    values |= {f"{arm}_epoch_s": run.seconds for arm, run in arms.items()}
-    values |= {"records": lst.items, "workers": workers, "list_bytes": list_bytes}
-    measured = (
-        f"{workers} forked workers over {lst.items:,} records (SMILES + 19 float32 each), one "
-        f"epoch: private dirty memory per worker {lst.growth() / MiB:+.1f} MiB from a Python "
-        f"list, {arr.growth() / MiB:+.1f} MiB from NumPy arrays in RAM, "
-        f"{sto.growth() / MiB:+.1f} MiB from the mapped store; epochs {lst.seconds:.2f} s, "
-        f"{arr.seconds:.2f} s, {sto.seconds:.2f} s"
-    )
-    if lst.growth() > 3 * max(arr.growth(), sto.growth()):
-        verdict = (
-            "true; a Python list 'shared' by fork is copied on read, and the cause is refcounted "
-            "objects: NumPy arrays in RAM are not copied either"
-        )
+def exit_lines(steps: list[dict]) -> list[str]:
+    """Cell lines: reader 1's USS of the store alone and with reader 2, and what the last
+    reader's exit freed of the store's page cache against its USS of the store."""
+    one, two, last, gone = steps[1], steps[2], steps[-2], steps[-1]
+    freed = last["cached"] - gone["cached"]
+    lines = [
+        f"reader 1 alone: USS of the store {one['first_uss'] / MiB:.1f} MiB; with reader 2: "
+        f"{two['first_uss'] / MiB:.1f} MiB",
+        f"the last reader, alone again: USS of the store {last['uss'] / MiB:.1f} MiB",
+        f"the store's pages in the page cache: {last['cached'] / MiB:.1f} MiB before it exited,"
+        f" {gone['cached'] / MiB:.1f} MiB after",
+    ]
+    if freed < 0.1 * last["uss"]:
+        end = "its file-backed USS stayed cached."
     else:
-        verdict = "not shown clearly by this run: the list's workers grew about as much"
-    return values, measured, verdict
+        end = "the kernel dropped some of it meanwhile (memory pressure?)."
+    lines.append(
+        f"-> its exit freed {freed / MiB:.1f} MiB of the store's page cache, against "
+        f"{last['uss'] / MiB:.1f} MiB of USS of the store: {end}"
+    )
+    return lines
+
+
+def pss_lines(steps: list[dict], sizes: dict[str, int]) -> list[str]:
+    """Cell lines: the file split into pages holding records, the string area's unused room
+    and padding, against the readers' summed PSS and the store's pages in the page cache."""
+    full = max(steps, key=lambda s: s["readers"])
+    return [
+        f"file {sizes['file'] / MiB:.1f} MiB = pages holding records {sizes['data'] / MiB:.1f}"
+        f" MiB + string area never written {sizes['heap_unused'] / MiB:.1f} MiB + padding to "
+        f"64 KiB boundaries and header {sizes['padding'] / MiB:.1f} MiB",
+        f"sum of PSS with {full['readers']} readers: {full['pss'] / MiB:.1f} MiB "
+        f"({full['pss'] / sizes['file']:.0%} of the file, {full['pss'] / sizes['data']:.0%} of "
+        "the pages holding records)",
+        f"in the page cache: {full['cached'] / MiB:.1f} MiB, of which "
+        f"{(full['cached'] - full['pss']) / MiB:.1f} MiB mapped by no reader (read ahead, "
+        "never faulted)",
+    ]

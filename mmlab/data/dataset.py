@@ -1,6 +1,8 @@
 """A map-style dataset over a RecordStore, for PyTorch's DataLoader and its worker processes.
 
-A DataLoader with workers forks (or, on macOS and Windows, spawns) one process per worker.
+A DataLoader with workers starts one process per worker: by fork, or by spawn or forkserver
+(the default on macOS and Windows, and on Linux from Python 3.14), which pickle the dataset
+into each worker.
 Python objects in a list look shared after a fork, but reading them writes their reference
 counts, so every page they live on is copied into each worker: memory grows with the number
 of workers ("copy-on-read", pytorch issue 13246). A memory-mapped store has no Python objects
@@ -73,14 +75,24 @@ class ArrayDataset:
 
     Forked workers share them copy-on-write like the list, but they are three objects, not
     two per record: reading a record writes no refcount on the pages that hold the data.
+    Spawned or forkserver workers each get a full pickled copy.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         with RecordStore.open(path) as store:
-            n = len(store)
-            self.offsets = np.array(store._offsets[: n + 1])
-            self.heap = np.array(store._heap[: int(self.offsets[-1])])
-            self.values = np.ascontiguousarray(store._matrix[:, :n].T, dtype=np.float32)
+            n, sections = len(store), store.sections
+            self.values = np.stack(
+                [store.column(f) for f in store.fields], axis=1, dtype=np.float32
+            )
+        # The store's format: n + 1 int64 offsets into a byte heap, each at its section.
+        self.offsets = np.fromfile(path, np.int64, count=n + 1, offset=sections["offsets"][0])
+        heap_at = sections["heap"][0]
+        self.heap = np.fromfile(path, np.uint8, count=int(self.offsets[-1]), offset=heap_at)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the three arrays' data."""
+        return self.offsets.nbytes + self.heap.nbytes + self.values.nbytes
 
     def __len__(self) -> int:
         return len(self.values)
