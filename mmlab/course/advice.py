@@ -59,6 +59,26 @@ class Advice:
         return "\n".join([head, *(f"      - {r}" for r in self.reasons)])
 
 
+# The notebooks' full-size parameters (their first code cell) and notebooks/README.md.
+N01_BLOCKS = 8 * 64 * 2**20  # 8 arrays of 64 MiB alive at once
+N02_MAPPINGS = 20_000
+MAPCOUNT_CAP = 300_000  # mmlab.mapcount.DEFAULT_CAP: the child stops there
+N03_FILE = 2**30
+N04_FILE = 256 * 2**20
+DATA_BYTES = 3 * 2**29  # notebooks/data at full size: about 1.5 GiB
+STRIDE_PAGES = 16  # notebook 03 section 5 touches every 16th page
+QM9_RECORDS = 130_831
+
+
+def _read(touch: dict) -> str:
+    n = touch["storage_bytes"]
+    return "an unknown amount (no /proc/self/io)" if n is None else _size(n)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
 class _Section:
     """Collects (verdict, reason, facts) for one section; the worst verdict wins."""
 
