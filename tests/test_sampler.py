@@ -17,6 +17,14 @@ from mmlab import RSSSampler
 CHILD = "import sys, time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(30)"  # noqa: E501
 
 
+def fresh_memory(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of private anonymous memory, every page written: a fresh mapping, because
+    malloc may hand back heap pages an earlier test left resident, which add no RSS."""
+    block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    block.write(b"x" * nbytes)
+    return block
+
+
 def test_sample_count_matches_duration_over_interval():
     with RSSSampler(interval=0.01) as sampler:
         time.sleep(0.5)
@@ -31,9 +39,7 @@ def test_sees_memory_allocated_while_running():
     with RSSSampler(interval=0.005) as sampler:
         time.sleep(0.05)
         sampler.mark("allocate")
-        # a fresh private mapping: malloc may reuse heap pages an earlier test left resident
-        block = mmap.mmap(-1, 100 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        np.frombuffer(block, dtype=np.uint8)[:] = 1
+        block = fresh_memory(100 * 2**20)
         time.sleep(0.05)
     assert sampler.rss.max() - sampler.rss[0] >= 90 * 2**20
     assert sampler.marks[0][1] == "allocate"
@@ -58,7 +64,7 @@ def test_sees_a_child_processs_memory():
 
 def test_fault_series_are_cumulative():
     with RSSSampler(interval=0.01, faults=True) as sampler:
-        block = np.ones(20 * 2**20, dtype=np.uint8)
+        block = fresh_memory(20 * 2**20)
         time.sleep(0.05)
     minor = sampler.series("minor_faults")
     assert minor[-1] > minor[0] and np.all(np.diff(minor) >= 0)
@@ -105,7 +111,7 @@ def _sum_of_kinds(sampler: RSSSampler, total: str) -> np.ndarray:
 def test_rss_by_kind_adds_up_in_every_sample():
     with RSSSampler(interval=0.005, memory_kinds=True) as sampler:
         time.sleep(0.03)
-        block = np.ones(64 * MiB, dtype=np.uint8)  # private anonymous memory
+        block = fresh_memory(64 * MiB)  # private anonymous memory
         time.sleep(0.03)
     anon = sampler.series("rss_anon")
     assert anon.max() - anon[0] >= 60 * MiB
