@@ -22,7 +22,7 @@ def test_the_table_has_a_row_per_claim_and_names_the_machine():
         rows
         == ["| Sharing \\| between processes | 06 §2 | 4 readers: sum of PSS 87.5 MiB | true |"] * 2
     )
-    assert "kernel 6.18" in table and "ext4" in table and "06: 11 s" in table
+    assert "Linux 6.18" in table and "2 CPUs" in table and "ext4" in table and "06: 11 s" in table
     assert "at full size" in table and "9.1 GB/s" in table
 
 

@@ -31,10 +31,17 @@ def _cell(text: str) -> str:
 
 def render(claims: Sequence[dict], machine: dict, seconds: dict[str, float], quick: bool) -> str:
     """The Markdown between the markers: where it ran, how long each notebook took, the table."""
+    from mmlab.instruments.facts import format_size
+
+    shown = {
+        "kernel": lambda v: f"Linux {v}",
+        "cpu_count": lambda v: f"{v} CPUs",
+        "memory_total": lambda v: f"{format_size(v)} of memory",
+        "filesystem": lambda v: f"{v} for notebooks/data",
+        "read_ahead_kb": lambda v: f"read_ahead_kb {v:,}",
+    }
     described = ", ".join(
-        f"{key} {machine[key]}"
-        for key in ("kernel", "cpu_count", "memory_total", "filesystem", "read_ahead_kb")
-        if machine.get(key) is not None
+        show(machine[key]) for key, show in shown.items() if machine.get(key) is not None
     )
     runs = ", ".join(f"{name}: {s:.0f} s" for name, s in seconds.items())
     lines = [
