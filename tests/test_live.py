@@ -19,14 +19,16 @@ CELLS = [
 ]
 
 
-def test_live_figure_leaves_one_png(tmp_path):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+def _executed(cells: list[str], folder) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     ).execute()
+    return notebook
+
+
+def test_live_figure_leaves_one_png(tmp_path):
+    notebook = _executed(CELLS, tmp_path)
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 1
@@ -62,13 +64,7 @@ WIDGET_CELLS = [
 
 def test_live_figure_inside_an_output_widget_updates_an_image(tmp_path):
     """interact's Output ignores display-id updates in JupyterLab: an Image widget is redrawn."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in WIDGET_CELLS])
-    NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    notebook = _executed(WIDGET_CELLS, tmp_path)
     outputs = notebook.cells[1].get("outputs", [])
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert text.strip() == "4 True True"
@@ -83,13 +79,7 @@ def test_live_figure_told_it_is_in_a_widget_draws_an_image(tmp_path):
         "    live.update()\n"
         "print(live.frames, live._image is not None)",
     ]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    notebook = _executed(cells, tmp_path)
     outputs = notebook.cells[1].get("outputs", [])
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert text.strip() == "2 True"

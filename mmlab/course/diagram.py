@@ -79,18 +79,9 @@ def measure_page_path(
     pages whose read finished: so this waits until the cached count stops changing (two
     reads 20 ms apart agree), for at most ``settle`` seconds.
     """
-    import time
-
     from mmlab.instruments import pagecache, pagemap
 
-    cached = pagecache.residency(path)
-    deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        again = pagecache.residency(path)
-        if again.sum() == cached.sum():
-            break
-        cached = again
+    cached = pagecache.settled_residency(path, timeout=settle)
     return PagePath(
         touched=np.asarray(list(touched), dtype=np.int64),
         mapped=pagemap.present(mm),

@@ -26,7 +26,6 @@ sat in from ``/proc/self/pagemap`` and ``/proc/kpageflags`` (root only: else it 
 from __future__ import annotations
 
 import mmap
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,6 @@ __all__ = [
     "hint_reach",
     "io_cap_pages",
     "mapped_bytes",
-    "settled_residency",
     "stride_sweep",
     "touch_once",
     "touch_run",
@@ -150,17 +148,7 @@ def file_bytes(file_mib: int, sizes: Sizes, windows: int = 40) -> tuple[int, str
 
 def mapped_bytes(mm: mmap.mmap) -> int:
     """Bytes of ``mm`` present in this process's page table (its ``Rss`` in smaps)."""
-    view = np.frombuffer(mm, np.uint8)
-    head = f"{view.ctypes.data:x}-"
-    del view
-    found = False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            if not found:
-                found = line.startswith(head)
-            elif line.startswith("Rss:"):
-                return int(line.split()[1]) * 1024
-    raise LookupError("the mapping was not found in /proc/self/smaps")
+    return pagemap.vma(mm)["Rss"]
 
 
 def folio_sizes(mm: mmap.mmap, pages: Sequence[int] | np.ndarray, most: int = 256) -> Counter | str:
@@ -233,24 +221,7 @@ def hint_reach(path: Path, hint: str | None) -> tuple[int, int]:
     pagecache.evict(path)
     with mapped(path, hint):
         at_once = int(pagecache.residency(path).sum())
-        return at_once, int(settled_residency(path).sum())
-
-
-def settled_residency(path: Path, timeout: float = 2.0) -> np.ndarray:
-    """The page cache of ``path`` once reads in flight have finished (the count stops moving).
-
-    ``mincore`` counts a page only once its read has completed, so right after a fault the
-    readahead it started is still arriving.
-    """
-    resident = pagecache.residency(path)
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        time.sleep(0.02)
-        again = pagecache.residency(path)
-        if again.sum() == resident.sum():
-            return again
-        resident = again
-    return resident
+        return at_once, int(pagecache.settled_residency(path).sum())
 
 
 @dataclass(frozen=True)
@@ -309,7 +280,7 @@ def touch_once(path: Path, page: int, *, cold: bool = True) -> Touch:
             which = None
         folio = folio_sizes(mm, [page])
     at_once = int(pagecache.residency(path).sum())
-    resident = settled_residency(path)
+    resident = pagecache.settled_residency(path)
     return Touch(
         page, cold, after.minor_faults, after.major_faults, after.read_bytes, present, at_once,
         resident, after.wall_s, which, folio,
@@ -360,7 +331,7 @@ def stride_sweep(path: Path, strides: Sequence[int], madvise: str | None = None)
             done = counters() - before
             present = mapped_bytes(mm) // PAGE
             folios = folio_sizes(mm, order)
-        cached = int(settled_residency(path).sum())
+        cached = int(pagecache.settled_residency(path).sum())
         row = StrideRow(
             stride, len(order), done.minor_faults, done.major_faults, done.read_bytes or 0,
             present, cached, file_pages, done.wall_s, folios,

@@ -67,6 +67,7 @@ __all__ = [
     "on_tmpfs",
     "plot_residency",
     "residency",
+    "settled_residency",
 ]
 
 _TMPFS_MAGIC = 0x01021994
@@ -105,6 +106,23 @@ def residency(path: str | os.PathLike[str]) -> np.ndarray:
             raise OSError(e.errno, f"{e.strerror} on {path}") from None
     finally:
         os.close(fd)
+
+
+def settled_residency(path: str | os.PathLike[str], timeout: float = 2.0) -> np.ndarray:
+    """``residency(path)`` once the reads in flight have finished: two counts 20 ms apart agree
+    (or ``timeout`` seconds passed). ``mincore`` counts a page only once its read completed,
+    so right after a fault the readahead it started is still arriving."""
+    import time
+
+    resident = residency(path)
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        time.sleep(0.02)
+        again = residency(path)
+        if again.sum() == resident.sum():
+            return again
+        resident = again
+    return resident
 
 
 def _cache_stats_note(fd: int) -> str:

@@ -42,16 +42,11 @@ def _counters() -> tuple[int, int, int | None]:
 
 
 def _smaps_rss(address: int) -> int | None:
-    """Resident bytes of the mapping that starts at ``address`` (/proc/self/smaps)."""
-    head = f"{address:x}-"
-    found = False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            if not found:
-                found = line.startswith(head)
-            elif line.startswith("Rss:"):
-                return int(line.split()[1]) * 1024
-    return None
+    """Resident bytes of the mapping that holds ``address`` (/proc/self/smaps)."""
+    try:
+        return pagemap.vma(address).get("Rss")
+    except OSError:
+        return None
 
 
 def _folio_pages(address: int) -> tuple[int | None, str]:
@@ -165,7 +160,7 @@ def _measure(probe_file: Path, fd: int, size: int, fstype: str) -> dict[str, Inf
 
     cold = _touch(fd, size, 0)
     cold["pages_cached_at_once"] = int(pagecache.residency(probe_file).sum())
-    cold["pages_cached"] = _settled(probe_file)
+    cold["pages_cached"] = int(pagecache.settled_residency(probe_file, timeout=1.0).sum())
     facts["cold_touch"] = _touch_fact(
         cold,
         f"one read of page 0 of {what}, {state}, through a fresh mapping: getrusage faults, "
@@ -232,16 +227,6 @@ def _evict(fd: int, probe_file: Path) -> int:
     os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     return int(pagecache.residency(probe_file).sum())
-
-
-def _settled(probe_file: Path, timeout: float = 1.0) -> int:
-    """Cached pages once reads in flight are done: mincore counts only finished pages."""
-    counts = [int(pagecache.residency(probe_file).sum())]
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline and (len(counts) < 2 or counts[-1] != counts[-2]):
-        time.sleep(0.01)
-        counts.append(int(pagecache.residency(probe_file).sum()))
-    return counts[-1]
 
 
 def _latency(seconds: list[float], source: str) -> Fact:
