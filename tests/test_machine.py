@@ -304,3 +304,19 @@ def test_no_memory_controller_is_unknown_with_a_reason(tmp_path):
 def test_report_is_frozen(folder_report):
     with pytest.raises(dataclasses.FrozenInstanceError):
         folder_report.path = "elsewhere"
+
+
+def test_a_notebooks_opening_view_asks_no_prediction_for_it(tmp_path):
+    """The view a notebook opens with shows the facts that decide it, not what it will find:
+    no probe touch, no 'clear' advice; warnings only, with the reasons that warn."""
+    from mmlab.course.advice import CLEAR
+
+    report = machine.report(tmp_path)
+    view = report.for_notebook("03")
+    assert "read_ahead_kb" in view.shown and "page_size" in view.shown
+    assert not {"cold_touch", "warm_touch"} & set(view.shown)
+    assert all(a.verdict != CLEAR and a.notebook in ("03", "all") for a in view.advice)
+    assert all(set(a.reasons) <= set(a.warnings) for a in view.advice)
+    everything = report.for_notebook("03", outcomes=True)
+    assert "cold_touch" in everything.shown
+    assert {a.section for a in everything.advice if a.notebook == "03"} >= {"1", "2"}

@@ -42,6 +42,7 @@ class Advice:
     verdict: str
     reasons: tuple[str, ...]
     facts: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # the reasons whose verdict is not "clear"
 
     def to_json(self) -> dict:
         return {
@@ -94,7 +95,8 @@ class _Section:
         worst_first = sorted(self.items, key=lambda item: -_RANK[item[0]])
         facts = tuple(dict.fromkeys(f for _, _, fs in worst_first for f in fs))
         reasons = tuple(r for _, r, _ in worst_first)
-        return Advice(self.notebook, self.section, self.title, verdict, reasons, facts)
+        warnings = tuple(r for v, r, _ in worst_first if v != CLEAR)
+        return Advice(self.notebook, self.section, self.title, verdict, reasons, facts, warnings)
 
 
 class _Facts:

@@ -87,6 +87,13 @@ _LAYOUT = (
 FACT_KEYS = tuple(key for key, _, _ in _LAYOUT)
 
 
+_PROBE_OUTCOMES = {"cold_touch", "warm_touch", "cold_read", "flush"}
+_NO_WARNINGS = (
+    "No warnings for this notebook here: every section should show its effect as its text "
+    "says (`mmlab doctor` says what each will show)."
+)
+
+
 @dataclass(frozen=True)
 class MachineReport:
     """Facts about this machine and ``path``'s file system, and what they mean for each lab.
@@ -103,12 +110,23 @@ class MachineReport:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     shown: tuple[str, ...] = FACT_KEYS  # the facts str() and the HTML table show
 
-    def for_notebook(self, notebook: str) -> MachineReport:
+    def for_notebook(self, notebook: str, *, outcomes: bool = False) -> MachineReport:
         """The same report, showing only what decides ``notebook``'s results (e.g. "03"):
-        the facts its sections' advice names, the kernel and page size, and that advice."""
+        the facts its sections' advice names, with the kernel and page size.
+
+        A notebook opens with this before it asks its predictions, so the advice it shows
+        is only the warnings (sections that will look different here, or cannot be judged,
+        and why); ``outcomes=True`` shows every section's advice, with what it will show.
+        """
         advice = tuple(a for a in self.advice if a.notebook in (notebook, "all"))
         named = {"kernel", "page_size", "cpus_usable"} | {f for a in advice for f in a.facts}
+        if not outcomes:  # the probe's own touches would answer the notebook's predictions
+            named -= _PROBE_OUTCOMES
         shown = tuple(key for key in FACT_KEYS if key in named)
+        if not outcomes:
+            advice = tuple(
+                replace(a, reasons=a.warnings) for a in advice if a.verdict != doctor.CLEAR
+            )
         return replace(self, advice=advice, shown=shown)
 
     def __getattr__(self, name: str) -> Info:
@@ -152,6 +170,8 @@ class MachineReport:
             lines.append("What the labs will show here (full size; see mmlab.doctor):")
             for a in self.advice:
                 lines.append(str(a))
+        elif self.shown != FACT_KEYS:
+            lines += ["", _NO_WARNINGS]
         lines.append(
             f"(gathered in {self.seconds:.2f} s; where each value came from: mmlab doctor "
             "--json, or report.to_dict() and the HTML table in a notebook)"
@@ -179,6 +199,8 @@ class MachineReport:
             + "".join(body)
             + "</table>"
         )
+        if not self.advice:
+            return facts + f"<p>{escape(_NO_WARNINGS)}</p>"
         return facts + doctor.advice_html(self.advice)
 
 
