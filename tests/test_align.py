@@ -113,3 +113,12 @@ def test_the_zoom_box_is_visible_on_a_large_file():
     box = whole.patches[-1].get_path().get_extents(whole.patches[-1].get_transform())
     assert box.width >= 0.015 * whole.get_window_extent().width  # not a hairline
     plt.close("all")
+
+
+def test_describe_padding_gives_read_and_fault_reach_apart():
+    sections = {"mu": (65536, 16_000), "alpha": (131072, 16_000)}
+    text = align.describe_padding(sections, "mu", 196_608, 128)
+    assert "padding after mu: 49,536 B" in text and "more than the field" in text
+    assert "read() of it may bring up to 2.0 sections' worth" in text
+    assert "a fault in a mapping of it may bring up to 1.0 sections' worth" in text
+    assert "cannot be said" in align.describe_padding(sections, "mu", 196_608, None)

@@ -52,3 +52,17 @@ def test_a_figure_of_its_own_adds_the_whole_file_strip():
     assert len(strip) == 1 and "whole file (300 pages)" in strip[0].get_title()
     assert strip[0].images[0].get_array().sum() == 40
     plt.close("all")
+
+
+def test_explain_names_the_readahead_mark_on_a_laptop():
+    # read_ahead_kb 128: two major faults, each window leaves its PG_readahead page unmapped
+    mapped, cached = np.zeros(200, bool), np.zeros(200, bool)
+    mapped[96:128] = True
+    mapped[[104, 124]] = False
+    cached[80:144] = True
+    found = diagram.PagePath(np.array([100, 103, 120]), mapped, cached)
+    text = diagram.explain(found, 0, 2, None, 128)
+    assert "2 fewer than those windows" in text and "PG_readahead" in text
+    assert "not cached at the fault" not in text
+    assert "= 2 x read_ahead_kb" in text and "a typical laptop" not in text
+    assert "unreadable here; the default 64 KiB fits the 30 PTEs" in text

@@ -115,7 +115,9 @@ def test_first_refusal_from_the_two_limits():
     assert mapcount.first_refusal(65_530, 1_024) == "EMFILE"
     assert mapcount.first_refusal(65_530, 1_048_576) == "ENOMEM"
     assert mapcount.first_refusal(65_530, "unlimited") == "ENOMEM"
-    assert mapcount.first_refusal(1_048_576, 1_048_576) is None  # both above the cap
+    # the cap is above the 1,048,576 some distributions allow, so their ENOMEM is reached
+    assert mapcount.first_refusal(1_048_576, 1_048_576) == "ENOMEM"
+    assert mapcount.first_refusal(2_000_000, 2_000_000) is None  # both above the cap
     assert mapcount.first_refusal(1_048_576, 1_000, cap=1_000) is None
 
 
@@ -159,3 +161,16 @@ def test_python_mmaps_meet_the_open_file_limit_first_when_it_is_lower(pages):
 def test_a_failing_child_is_an_error_not_a_crash(tmp_path):
     with pytest.raises(RuntimeError, match="the child"):
         mapcount.fill_python_mmaps(tmp_path / "missing.bin")
+
+
+def test_the_child_counter_reads_maps_in_small_chunks():
+    # a chunk far smaller than /proc/self/maps: lines split across reads still count once
+    small, large = mapcount._MapsCounter(64), mapcount._MapsCounter(1 << 20)
+    assert small() == large() == mapcount.count_vmas()
+
+
+def test_limits_and_refusal_in_words():
+    text = mapcount.describe_limits(65_530, 1_024, 2**47, True)
+    assert "128 TiB" in text and "was accepted" in text and f"{mapcount.DEFAULT_CAP:,}" in text
+    assert "EMFILE first (the open-file limit is lower)" in mapcount.describe_refusal("EMFILE")
+    assert "neither" in mapcount.describe_refusal(None)

@@ -28,3 +28,13 @@ def test_touch_past_a_truncated_end_is_sigbus(tmp_path):
 def test_a_snippet_that_exits_reports_no_signal():
     result = signals.run("import sys; print('hi'); sys.exit(3)")
     assert result.signal is None and result.returncode == 3 and result.stdout == "hi\n"
+
+
+def test_a_shared_write_is_seen_at_once_and_a_private_one_never(tmp_path):
+    path = tmp_path / "hello.bin"
+    shared = signals.child_writes(path, "ACCESS_WRITE")
+    assert shared.seen == shared.read == b"CHILD, mmap!" and "while the child waits" in str(shared)
+    private = signals.child_writes(path, "ACCESS_COPY")
+    assert private.seen == b"hello, mmap!" and len(private.dirty) == 3
+    if private.dirty[0] is not None:  # counted: a private write dirties none of the file's pages
+        assert private.dirty[0] == 0 < shared.dirty[0]

@@ -63,7 +63,6 @@ class Advice:
 # The notebooks' full-size parameters (their first code cell) and notebooks/README.md.
 N01_BLOCKS = 8 * 64 * 2**20  # 8 arrays of 64 MiB alive at once
 N02_MAPPINGS = 20_000
-MAPCOUNT_CAP = 300_000  # mmlab.mapcount.DEFAULT_CAP: the child stops there
 N03_FILE = 2**30
 N04_FILE = 256 * 2**20
 DATA_BYTES = 2 * 2**30  # notebooks/data at full size: 1.8 GiB measured, about 2 GiB

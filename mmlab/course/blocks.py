@@ -293,7 +293,7 @@ def plot(runs: list[BlockRun], axes=None):
         "RSS added",
     )
     for ax, title in zip(axes, titles, strict=True):
-        ax.set_xticks(np.arange(len(phases)) + 0.5, phases, fontsize=8)
+        ax.set_xticks(np.arange(len(phases)) + 0.5, phases, fontsize=8, rotation=30, ha="right")
         ax.set_xlim(0, len(phases))
         for k in range(1, len(phases)):
             ax.axvline(k, color="#ccc", linewidth=0.8)

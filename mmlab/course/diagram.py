@@ -299,20 +299,30 @@ def explain(
     span = (fault_around_bytes if known else 65536) // page
     windows = {(address // page + int(t)) // span for t in found.touched}
     mapped, cached = int(found.mapped.sum()), int(found.cached.sum())
-    said = f"fault_around_bytes = {span * page // 1024} KiB{'' if known else ' (the default)'}"
+    full = len(windows) * span
+    if known:
+        said = f"fault_around_bytes = {span * page // 1024} KiB"
+    else:
+        fits = "fits" if full - major_faults <= mapped <= full else "does not fit"
+        said = f"fault_around_bytes unreadable here; the default 64 KiB {fits} the {mapped} PTEs"
     lines = [
         f"page table: {mapped} PTEs filled; the touches fall in {len(windows)} aligned "
         f"window(s) of {span} pages ({said})"
     ]
-    if mapped == len(windows) * span:
+    if mapped == full:
         lines.append(
             f"  = {len(windows)} x {span}: each fault mapped its whole window "
             "(a touch inside a window already mapped made no fault)"
         )
-    elif mapped > len(windows) * span:
+    elif mapped > full:
         lines.append("  more than those windows: large folios were mapped whole")
     else:
-        lines.append("  fewer than those windows: some neighbours were not cached at the fault")
+        lines.append(
+            f"  {full - mapped} fewer than those windows: fault-around skips a page readahead "
+            "marked PG_readahead (where the next, asynchronous readahead starts: one such page "
+            f"per read-around window, {major_faults} major fault(s) here), pages still locked "
+            "for I/O, and pages not cached"
+        )
     if major_faults == 0 or not cached:
         lines.append(
             f"page cache: {cached:,} pages, no major fault: nothing was read, so no "
@@ -330,13 +340,16 @@ def explain(
         lines.append("  read_ahead_kb is unknown here: the window's size cannot be named")
         return "\n".join(lines)
     ra = read_ahead_kb * 1024 // page
-    match = "=" if cached == ra else "vs"
+    match = "=" if cached == major_faults * ra else "vs"
     lines.append(
-        f"  {match} read_ahead_kb = {read_ahead_kb:,} KiB = {ra:,} pages: one "
-        "read-around window, centred on the faulting page"
+        f"  {match} {major_faults} x read_ahead_kb ({read_ahead_kb:,} KiB = {ra:,} pages): one "
+        "read-around window per major fault, centred on the faulting page"
     )
     far = int(found.touched.max() - found.touched.min())
-    for kb, who in ((read_ahead_kb, "here"), (laptop_kb, "a typical laptop")):
+    sizes = [(read_ahead_kb, "here")]
+    if laptop_kb != read_ahead_kb:
+        sizes.append((laptop_kb, "a typical laptop"))
+    for kb, who in sizes:
         half = kb * 1024 // page // 2
         fate = "inside it: a minor fault" if far < half else "outside it: a second major fault"
         lines.append(

@@ -9,7 +9,6 @@ import platform
 from mmlab.course.advice import (
     CLEAR,
     DIFFERENT,
-    MAPCOUNT_CAP,
     N01_BLOCKS,
     N02_MAPPINGS,
     N03_FILE,
@@ -24,6 +23,7 @@ from mmlab.course.advice import (
     _Section,
     _storage_counter,
 )
+from mmlab.course.mapcount import DEFAULT_CAP as MAPCOUNT_CAP  # where the children stop
 from mmlab.instruments.facts import format_size as _size
 
 __all__ = ["notebook_01", "notebook_02", "notebook_03"]
@@ -122,6 +122,7 @@ def notebook_01(f: _Facts) -> list[_Section]:
 
 
 def notebook_02(f: _Facts) -> list[_Section]:
+
     page, granularity = f("page_size"), f("allocation_granularity")
     offsets = _Section("02", "1", "offsets mmap accepts and refuses")
     accepted = [o for o in (0, 100, 4096, 6000, 8192) if o % granularity == 0]

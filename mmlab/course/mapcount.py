@@ -47,6 +47,8 @@ __all__ = [
     "address_space_top",
     "count_fds",
     "count_vmas",
+    "describe_limits",
+    "describe_refusal",
     "fill_python_mmaps",
     "fill_vmas",
     "first_refusal",
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 PAGE = mmap.PAGESIZE
-DEFAULT_CAP = 300_000  # stop before this many VMAs: some distributions allow 1,048,576
+DEFAULT_CAP = 1_100_000  # stop before this many VMAs: above the 1,048,576 some distributions allow
 _PROT_NONE, _PROT_READ = 0, 1
 _MAP_SHARED, _MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_NORESERVE = 0x01, 0x02, 0x20, 0x4000
 _FAILED = ctypes.c_void_p(-1).value
@@ -113,6 +115,29 @@ def first_refusal(max_map_count: int, nofile_soft: int | str | None, cap: int = 
     return "EMFILE" if files < max_map_count else "ENOMEM"
 
 
+def describe_limits(
+    max_map_count: int, nofile_soft: int | str | None, top: int, accepted: bool
+) -> str:
+    """This process's address space ``top`` (``address_space_top``), whether one ``PROT_NONE``
+    mapping of a quarter of it was ``accepted`` (``reserve``), and the two limits, in words."""
+    files = f"{nofile_soft:,}" if isinstance(nofile_soft, int) else str(nofile_soft)
+    return (
+        f"address space of this process: about {top / 2**40:g} TiB (its highest mapped address, "
+        f"rounded up to a power of two); one PROT_NONE mapping of {top / 4 / 2**40:g} TiB was "
+        f"{'accepted' if accepted else 'refused'}\nvm.max_map_count: {max_map_count:,} VMAs; "
+        f"RLIMIT_NOFILE soft limit: {files} open files; the children below stop at "
+        f"{DEFAULT_CAP:,} calls"
+    )
+
+
+def describe_refusal(first: str | None, cap: int = DEFAULT_CAP) -> str:
+    """What ``first_refusal`` predicts, in words."""
+    if first is None:
+        return f"neither limit is reached below {cap:,} calls, where the child stops"
+    why = {"EMFILE": "the open-file limit", "ENOMEM": "vm.max_map_count"}[first]
+    return f"one-page mmap.mmap calls should meet {first} first ({why} is lower)"
+
+
 def count_fds() -> int:
     """This process's open file descriptors."""
     return len(os.listdir("/proc/self/fd"))
@@ -127,6 +152,19 @@ class Counts:
     vmas_during: int
     fds_before: int
     fds_during: int
+
+    def per_mapping(self, kind: str) -> float:
+        """How much ``"vmas"`` or ``"fds"`` grew per mapping held."""
+        before, during = getattr(self, f"{kind}_before"), getattr(self, f"{kind}_during")
+        return (during - before) / self.n
+
+    def __str__(self) -> str:
+        return (
+            f"  VMAs (lines of /proc/self/maps): {self.vmas_before:,} -> {self.vmas_during:,}, "
+            f"{self.per_mapping('vmas'):.2f} per mapping\n"
+            f"  open file descriptors:           {self.fds_before:,} -> {self.fds_during:,}, "
+            f"{self.per_mapping('fds'):.2f} per mapping"
+        )
 
 
 @contextmanager
@@ -167,7 +205,7 @@ class Refusal:
 
     @property
     def end(self) -> str:
-        """How the child stopped: ``"refused with ENOMEM"``, ``"stopped at the cap of 300,000"``."""
+        """How the child stopped: ``"refused with ENOMEM"`` or ``"stopped at the cap of N"``."""
         return f"refused with {self.error}" if self.error else f"stopped at the cap of {self.cap:,}"
 
     def __str__(self) -> str:
@@ -201,22 +239,28 @@ def fill_python_mmaps(path: str | os.PathLike[str], cap: int = DEFAULT_CAP) -> R
 
 
 class _MapsCounter:
-    """Counts ``/proc/self/maps`` lines into a buffer allocated beforehand: at the VMA limit
-    Python cannot allocate (its allocator needs new mappings), so nothing here may."""
+    """Counts ``/proc/self/maps`` lines through one chunk allocated beforehand: at the VMA
+    limit Python cannot allocate (its allocator needs new mappings), so nothing here may.
+    Reading in chunks keeps the buffer small however many VMAs there are."""
 
-    def __init__(self, cap: int) -> None:
-        self.buffer = bytearray(max(cap, 1_000) * 160)
+    def __init__(self, chunk: int = 1 << 20) -> None:
+        self.buffer = bytearray(chunk)
         self.view = memoryview(self.buffer)
 
     def __call__(self) -> int:
-        fd, used = os.open("/proc/self/maps", os.O_RDONLY), 0
+        fd, lines, kept = os.open("/proc/self/maps", os.O_RDONLY), 0, 0
         try:
-            while used < len(self.buffer) and (got := os.readv(fd, [self.view[used:]])):
-                used += got
+            # a read may end mid-line: each chunk starts with the last 16 bytes of the one
+            # before, so "[vsyscall]" (the last line) is seen whole at the very end
+            while got := os.readv(fd, [self.view[kept:]]):
+                lines += self.buffer.count(b"\n", kept, kept + got)
+                end = kept + got
+                kept = min(end, 16)
+                self.view[:kept] = self.view[end - kept : end]
         finally:
             os.close(fd)
         # [vsyscall] is a fixed page the kernel shows in maps but does not count as a VMA
-        return self.buffer.count(b"\n", 0, used) - self.buffer.count(b"[vsyscall]", 0, used)
+        return lines - self.buffer.count(b"[vsyscall]", 0, kept)
 
 
 def _limits() -> tuple[int, int]:
@@ -227,7 +271,7 @@ def _limits() -> tuple[int, int]:
 
 
 def _child_vmas(cap: int) -> dict:
-    libc, counter = _libc(), _MapsCounter(cap)
+    libc, counter = _libc(), _MapsCounter()
     limit, nofile = _limits()
     before = counter()
     pairs = min(limit, cap) // 2 + 16  # each split page adds two VMAs: enough to pass the limit
@@ -251,7 +295,7 @@ def _child_vmas(cap: int) -> dict:
 
 
 def _child_python(path: str, cap: int) -> dict:
-    counter = _MapsCounter(cap)
+    counter = _MapsCounter()
     limit, nofile = _limits()
     before, maps, error = counter(), [], None
     start = time.perf_counter()

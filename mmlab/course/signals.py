@@ -18,10 +18,18 @@ which prints where it died to stderr, then lets the signal kill it; core dumps o
 scratch file it creates itself. ``write_read_only(folder)`` and ``touch_past_end(folder)``
 return a ``ChildResult``: the signal's name (``SIGSEGV``), the exit code, stdout, stderr and
 the code that ran. ``run(code)`` runs any snippet the same way.
+
+A child is also how notebook 01 shows sharing: ``child_writes(path, access)`` has a child
+map ``path`` (``ACCESS_WRITE``: ``MAP_SHARED``; ``ACCESS_COPY``: ``MAP_PRIVATE``), write
+``CHILD`` at its start and wait, while this process reads the file through its own mapping and
+with ``read()`` and counts the file's **dirty** pages (newer in RAM than on storage) with
+``dirty_pages``: while the child waits, after it did ``then`` (``"flush"``: ``msync``) and after
+it exited.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import resource
 import signal
@@ -33,8 +41,13 @@ from pathlib import Path
 
 __all__ = [
     "READ_ONLY_WRITE",
+    "SHARED_WRITE",
     "TRUNCATED_TOUCH",
     "ChildResult",
+    "SharedWrite",
+    "child_writes",
+    "dirty_pages",
+    "fresh_file",
     "run",
     "touch_past_end",
     "write_read_only",
@@ -66,6 +79,19 @@ with open(sys.argv[1], "r+b") as f:
 print("mapped 2 pages, truncated the file to 1; reading page 0:", mm[0], flush=True)
 print("now reading page 1, past the file's end", flush=True)
 print("read", mm[page])
+"""
+
+SHARED_WRITE = """\
+import mmap, sys
+with open(sys.argv[1], "r+b") as f:
+    mm = mmap.mmap(f.fileno(), 0, access=getattr(mmap, sys.argv[2]))
+mm[:5] = b"CHILD"
+print("written", flush=True)
+sys.stdin.readline()  # wait until the parent has looked
+if sys.argv[3] == "flush":
+    mm.flush()
+print("done", flush=True)
+sys.stdin.readline()  # wait again: the parent counts dirty pages while we still run
 """
 
 
@@ -126,3 +152,74 @@ def touch_past_end(folder: str | os.PathLike[str]) -> ChildResult:
         return run(TRUNCATED_TOUCH, str(path))
     finally:
         path.unlink(missing_ok=True)
+
+
+def dirty_pages(path: str | os.PathLike[str], ours: mmap.mmap) -> tuple[int | None, str]:
+    """Dirty pages of ``path`` and how they were counted: ``cachestat`` (Linux 6.5+), else the
+    ``Shared_Dirty`` + ``Private_Dirty`` of our own mapping ``ours`` in ``/proc/self/smaps``."""
+    from mmlab.instruments import pagecache, pagemap
+
+    try:
+        return pagecache.cache_stats(path).dirty, "cachestat"
+    except OSError:
+        pass
+    try:
+        vma = pagemap.vma(ours)
+        return (vma["Shared_Dirty"] + vma["Private_Dirty"]) // mmap.PAGESIZE, "smaps"
+    except (OSError, KeyError):
+        return None, "nothing here can count them"
+
+
+def fresh_file(path: str | os.PathLike[str], size: int = 10_000) -> None:
+    """``path`` rewritten ("hello, mmap! " then zeros) and on storage (fsync): no page dirty."""
+    with open(path, "wb") as f:
+        f.write(b"hello, mmap! " + bytes(size - 13))
+        os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class SharedWrite:
+    """What this process saw while a child wrote to a file, and the dirty-page counts."""
+
+    access: str
+    then: str
+    seen: bytes  # the file's first 12 bytes through our own mapping, while the child waited
+    read: bytes  # the same with read()
+    dirty: list[int | None]  # while it waits, after it did ``then``, after it exited
+    counted_by: str
+
+    def __str__(self) -> str:
+        d = self.dirty
+        return (
+            f"{self.access}: while the child waits, we see {self.seen}, read() gives {self.read}\n"
+            f"  dirty pages ({self.counted_by}): {d[0]} while it waits, {d[1]} after it did "
+            f"{self.then!r} (still running), {d[2]} after it exited"
+        )
+
+
+def child_writes(path: str | os.PathLike[str], access: str, then: str = "nothing") -> SharedWrite:
+    """A child maps ``path`` with ``access`` (``"ACCESS_WRITE"`` or ``"ACCESS_COPY"``), writes
+    ``CHILD`` and waits; we look and count dirty pages, it does ``then`` ("flush"), we count
+    again, it exits, we count again. ``path`` is rewritten first (``fresh_file``)."""
+    fresh_file(path)
+    with open(path, "rb") as f:
+        ours = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # our own shared view
+    args = [sys.executable, "-c", SHARED_WRITE, os.fspath(path), access, then]
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "written":
+            raise RuntimeError(f"the writing child failed (exit code {child.wait(30)})")
+        seen, read = bytes(ours[:12]), Path(path).read_bytes()[:12]
+        counts = [dirty_pages(path, ours)]
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.stdout.readline()  # it did `then`
+        counts.append(dirty_pages(path, ours))
+        child.communicate("go\n", timeout=30)
+        counts.append(dirty_pages(path, ours))
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        ours.close()
+    return SharedWrite(access, then, seen, read, [d for d, _ in counts], counts[0][1])

@@ -21,6 +21,7 @@ __all__ = [
     "align_down",
     "align_up",
     "allocation_granularity",
+    "describe_padding",
     "map_range",
     "padding_after",
     "page_size",
@@ -93,6 +94,41 @@ def padding_after(sections: dict[str, tuple[int, int]], name: str, nbytes: int) 
     offset, size = sections[name]
     starts = [o for o, _ in sections.values() if o >= offset + size]
     return min(starts, default=nbytes) - (offset + size)
+
+
+def describe_padding(
+    sections: dict[str, tuple[int, int]], name: str, nbytes: int, read_ahead_kb: int | None
+) -> str:
+    """The padding after section ``name`` against its size, the bytes outside any section, and
+    how far past the section readahead may reach: with ``read()`` (up to ``read_ahead_kb``
+    ahead of what is read) and with a fault in a mapping (a read-around window of
+    ``read_ahead_kb`` centred on the faulting page: about half before it, half after)."""
+    (at, size), pad = sections[name], padding_after(sections, name, nbytes)
+    outside = nbytes - sum(s for _, s in sections.values())
+    side = "more" if pad > size else "less"
+    lines = [
+        f"padding after {name}: {pad:,} B = {pad / size:.2%} of the field ({size:,} B): "
+        f"{side} than the field itself",
+        f"outside any section (headers and padding): {outside:,} of {nbytes:,} B "
+        f"({outside / nbytes:.1%})",
+    ]
+    if read_ahead_kb is None:
+        return "\n".join(
+            [*lines, "read_ahead_kb is unknown here: how far readahead reaches cannot be said"]
+        )
+    stride = min((o for o, _ in sections.values() if o > at), default=nbytes) - at
+    rest = nbytes - (at + size)
+    reach = {
+        "read() of it": read_ahead_kb * 1024,
+        "a fault in a mapping of it": read_ahead_kb * 512,
+    }
+    for how, ahead in reach.items():
+        whole = ": all the rest of this file" if ahead >= rest else ""
+        lines.append(
+            f"read_ahead_kb {read_ahead_kb:,}: {how} may bring up to {ahead / stride:.1f} "
+            f"sections' worth ({stride:,} B apart) after the part read into the page cache{whole}"
+        )
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
