@@ -73,6 +73,13 @@ def test_plots_draw(store):
     sizes = sharing.data_pages(store)
     fig = sharing.plot_readers(steps, sizes["file"], sizes["data"])
     assert len(fig.axes) == 2
+    # A reader caught exiting is a NaN sample: the line skips it instead of breaking.
+    series = np.array([1.0, np.nan, 3.0]) * 2**20
+    sampler = type(
+        "S", (), {"times": np.arange(3.0), "marks": [], "series": lambda self, n: series}
+    )()
+    fig = sharing.plot_readers(steps, sizes["file"], sizes["data"], sampler=sampler)
+    assert all(np.isfinite(line.get_ydata()).all() for line in fig.axes[0].lines)
     plt.close("all")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmlab import RecordStore
-from mmlab.course import workers
+from mmlab.course import epochs, workers
 from mmlab.data.dataset import ArrayDataset, ListDataset, StoreDataset
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="smaps_rollup")
@@ -77,12 +77,12 @@ def test_lines_and_summary_judge_from_the_run():
     frozen = _run("frozen", 0, 98 * mib)
     fake_list = type("D", (), {"items": [(1, 2)] * 10})()
     lines = workers.freeze_lines(_run("Python list", 0, 104 * mib), frozen, fake_list)
-    assert "left most" in lines[-1] and "0 of 10" in lines[1]
+    assert "nothing to protect" in lines[-1] and "0 of 10" in lines[1]
     pair = [_run("n", 0, 60 * mib), _run("s", 0, 10 * mib)]
     assert "own full copy" in workers.start_method_lines(pair, 50 * mib)[-1]
     per_batch = {r.label: 0.05 for r in runs}
     alone = {r.label: 0.5 for r in runs}
-    lines = workers.speed_lines(runs, per_batch, alone, cpus=2)
+    lines = epochs.speed_lines(runs, per_batch, alone, cpus=2)
     assert "handing each batch over" in lines[-1] and "in 0 of 3 arms" in lines[-1]
     assert "3 of 3 arms were over 1.2x slower" in lines[-2]
 
@@ -97,3 +97,18 @@ def test_plot_draws(store):
     fig = workers.plot_workers(runs, {"objects": 2**20, "array_data": 0})
     assert len(fig.axes) == 2
     plt.close("all")
+
+
+def test_usable_cpus_takes_the_cgroup_quota():
+    from mmlab.instruments.sysinfo import Fact
+
+    report = type("R", (), {"cpus_usable": Fact(64, "a"), "cgroup_cpu_limit": Fact(1.5, "q")})()
+    cpus, said = epochs.usable_cpus(report)
+    assert cpus == 2 and "affinity 64" in said and "quota 1.5" in said
+    report.cgroup_cpu_limit = Fact("unlimited", "q")
+    assert epochs.usable_cpus(report)[0] == 64
+
+
+def test_epoch_lines_print_no_negative_zero():
+    line = workers.epoch_lines([_run("a", 1000, 0)])[0]
+    assert "-0.0" not in line and "+0.0" in line

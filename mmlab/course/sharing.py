@@ -145,7 +145,10 @@ def plot_readers(steps: list[dict], file_size: int, data_size: int, sampler=None
     if sampler is not None:
         for name, label in (("pss_anon", "Pss_Anon"), ("pss_file", "Pss_File"), ("uss", "USS")):
             series = sampler.series(f"children_{name}")
-            over_time.plot(sampler.times, series / MiB, label=f"sum of {label}")
+            # A reader caught exiting has no memory left to read: its sample is NaN. Skip
+            # those samples rather than break the line.
+            ok = np.isfinite(series)
+            over_time.plot(sampler.times[ok], series[ok] / MiB, label=f"sum of {label}")
         from mmlab.instruments.live import draw_marks
 
         draw_marks(over_time, sampler.marks)

@@ -16,8 +16,9 @@ store) pickles its path and each worker maps the same page-cache pages.
 ``run_epoch`` iterates one epoch and reads each worker's private memory (``private_memory``,
 from ``smaps_rollup``) before it reads a record and after the epoch, and the CPU time the
 workers and this process's main thread used. ``footprint`` sizes a ``ListDataset``'s objects;
-``copy_lines``, ``freeze_lines``, ``start_method_lines`` and ``speed_lines`` turn a run into
-the sentences the notebook prints, each verdict computed from the run's own numbers.
+``epoch_lines``, ``copy_lines``, ``freeze_lines`` and ``start_method_lines`` turn a run into
+the sentences the notebook prints, each verdict computed from the run's own numbers (the
+epoch times: ``mmlab.course.epochs``).
 """
 
 from __future__ import annotations
@@ -27,23 +28,21 @@ import gc
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from mmlab.data.dataset import ListDataset
-from mmlab.instruments.sampler import RSSSampler
 
 __all__ = [
     "EpochRun",
     "copy_lines",
-    "epoch_in_process",
+    "epoch_lines",
     "footprint",
     "freeze_lines",
     "plot_workers",
     "private_memory",
     "run_epoch",
-    "speed_lines",
     "start_method_lines",
     "workers_summary",
 ]
@@ -100,7 +99,6 @@ class EpochRun:
     worker_cpu_s: float
     main_cpu_s: float
     start_method: str = "fork"
-    sampler: RSSSampler | None = field(default=None, repr=False)
 
     def growth(self, name: str = "private_dirty") -> float:
         """Mean growth of ``name`` per worker during the epoch, bytes."""
@@ -134,7 +132,8 @@ def run_epoch(
     ``start_method`` is explicit ("fork", "forkserver", "spawn"): Python 3.14 changed the
     default on Linux. ``freeze`` calls ``gc.freeze()`` before the workers start (and
     ``gc.unfreeze()`` after). ``max_batches`` stops early. Persistent workers outlive the
-    epoch, so their memory and CPU time are read where the epoch left them.
+    epoch, so their memory and CPU time are read where the epoch left them. No sampler runs
+    during the epoch: reading the workers' ``smaps_rollup`` every few ms would cost them time.
     """
     import multiprocessing
 
@@ -154,32 +153,29 @@ def run_epoch(
     if freeze:
         gc.freeze()
     try:
-        with RSSSampler(interval=0.05, children=True, uss_pss=True, memory_kinds=True) as sampler:
-            began, cpu = time.perf_counter(), time.thread_time()
-            batches = iter(loader)
-            next(batches)
-            first = time.perf_counter() - began
-            started = {pid: rest for pid, *rest in (queue.get() for _ in range(workers))}
-            pids = sorted(started)
-            sampler.mark("workers up")
-            done = 1
-            for _ in batches:
-                done += 1
-                if max_batches is not None and done >= max_batches:
-                    break
-            seconds = time.perf_counter() - began
-            main_cpu = time.thread_time() - cpu
-            end = [private_memory(pid) for pid in pids]
-            worker_cpu = sum(_cpu_seconds(pid) - started[pid][1] for pid in pids)
+        began, cpu = time.perf_counter(), time.thread_time()
+        batches = iter(loader)
+        next(batches)
+        first = time.perf_counter() - began
+        started = {pid: rest for pid, *rest in (queue.get() for _ in range(workers))}
+        pids = sorted(started)
+        done = 1
+        for _ in batches:
+            done += 1
+            if max_batches is not None and done >= max_batches:
+                break
+        seconds = time.perf_counter() - began
+        main_cpu = time.thread_time() - cpu
+        end = [private_memory(pid) for pid in pids]
+        worker_cpu = sum(_cpu_seconds(pid) - started[pid][1] for pid in pids)
     finally:
         if freeze:
             gc.unfreeze()
     del batches, loader  # shuts the workers down
     start = [started[pid][0] for pid in pids]
     return EpochRun(
-        label, seconds, first, len(dataset), done, start, end, worker_cpu, main_cpu,
-        start_method, sampler,
-    )  # fmt: skip
+        label, seconds, first, len(dataset), done, start, end, worker_cpu, main_cpu, start_method
+    )
 
 
 def footprint(dataset: ListDataset) -> dict[str, int]:
@@ -197,17 +193,22 @@ def footprint(dataset: ListDataset) -> dict[str, int]:
     return {"objects": objects, "array_data": data}
 
 
-def epoch_in_process(dataset, *, batch_size: int = 256) -> float:
-    """Seconds for one shuffled epoch with no workers: ``dataset[i]`` and collating only."""
-    from torch.utils.data import DataLoader
-
-    began = time.perf_counter()
-    for _ in DataLoader(dataset, batch_size=batch_size, shuffle=True):
-        pass
-    return time.perf_counter() - began
-
-
 # -- what the notebook prints and records, each verdict from the run's own numbers ----------
+
+
+def _mib(size: float) -> float:
+    """MiB, with sizes that round to 0.0 printed as +0.0, not -0.0."""
+    return 0.0 if abs(size) < 0.05 * MiB else size / MiB
+
+
+def epoch_lines(runs: list[EpochRun]) -> list[str]:
+    """Cell lines: each worker's growth during the epoch, by kind."""
+    return [
+        f"{r.label}: per worker, private dirty {_mib(r.growth('private_dirty')):+.1f} MiB, "
+        f"private clean {_mib(r.growth('private_clean')):+.1f} MiB, USS "
+        f"{_mib(r.growth('uss')):+.1f} MiB during one epoch of {r.items:,} records"
+        for r in runs
+    ]
 
 
 def _copied(runs: list[EpochRun]) -> tuple[float, float]:
@@ -225,10 +226,10 @@ def copy_lines(runs: list[EpochRun], fp: dict[str, int]) -> list[str]:
     lines = [
         f"the list: {objects:.1f} MiB of refcounted objects (list, tuples, strings, array "
         f"headers) + {data:.1f} MiB of array data buffers, which reading never writes",
-        f"a list worker grew {lst.growth() / MiB:+.1f} MiB; minus what every worker allocates "
-        f"for itself (the NumPy worker's {base / MiB:+.1f} MiB) = {copied / MiB:.1f} MiB copied, "
+        f"a list worker grew {_mib(lst.growth()):+.1f} MiB; minus what every worker allocates "
+        f"for itself (the NumPy worker's {_mib(base):+.1f} MiB) = {copied / MiB:.1f} MiB copied, "
         f"{copied / fp['objects']:.0%} of the refcounted objects",
-        f"NumPy worker {arr.growth() / MiB:+.1f} MiB, store worker {sto.growth() / MiB:+.1f} MiB",
+        f"NumPy worker {_mib(arr.growth()):+.1f} MiB, store worker {_mib(sto.growth()):+.1f} MiB",
     ]
     spread = abs(arr.growth() - sto.growth())
     if copied > 0.5 * fp["objects"] and spread < 0.1 * fp["objects"]:
@@ -240,7 +241,7 @@ def copy_lines(runs: list[EpochRun], fp: dict[str, int]) -> list[str]:
     else:
         lines.append(
             "-> this run cannot tell: the list's extra growth is under half its objects, or the "
-            "NumPy and store arms differ; look at run.sampler.plot()"
+            "NumPy and store arms differ"
         )
     return lines
 
@@ -258,7 +259,12 @@ def freeze_lines(plain: EpochRun, frozen: EpochRun, dataset: ListDataset) -> lis
         else f"list worker {a:+.1f} MiB, frozen {b:+.1f} MiB",
         f"tuples the cyclic collector tracks: {tracked:,} of {len(sample):,} checked",
     ]
-    if a > 0 and b > 0.8 * a:
+    if a > 0 and b > 0.8 * a and not tracked:
+        lines.append(
+            "-> the collector tracks none of these tuples, so gc.freeze() had nothing to protect"
+            " and the copies stayed: they come from refcount writes alone"
+        )
+    elif a > 0 and b > 0.8 * a:
         lines.append(
             "-> gc.freeze() left most of the copies: reading still writes refcounts, the cause"
         )
@@ -289,47 +295,6 @@ def start_method_lines(runs: list[EpochRun], array_bytes: int) -> list[str]:
     return lines
 
 
-def speed_lines(
-    runs: list[EpochRun], per_batch: dict[str, float], alone: dict[str, float], cpus: int
-) -> list[str]:
-    """Cell lines: per batch, the work (getitem + collate timed in this process, ``per_batch``,
-    seconds) against the CPU the workers and this process's main thread used; epochs with and
-    without workers (``alone``); and the best epoch those CPU times allow on ``cpus`` idle CPUs
-    (the main thread's share is serial, the workers' spreads over at most one CPU each)."""
-    lines, cost, best_ratio = [], [], []
-    for run in runs:
-        n, work = run.batches, per_batch[run.label]
-        w, m = run.worker_cpu_s / n, run.main_cpu_s / n
-        best = n * max(m, w / min(len(run.start), cpus), (w + m) / cpus)
-        best_ratio.append(best / alone[run.label])
-        cost.append((w + m - work) * 1e3)
-        lines.append(
-            f"{run.label}: the work {work * 1e3:.2f} ms per batch; with workers, their CPU "
-            f"{w * 1e3:.2f} ms + this process's {m * 1e3:.2f} ms; epoch {alone[run.label]:.2f} s "
-            f"without workers, {run.seconds:.2f} s with {len(run.start)} (best on {cpus} idle "
-            f"CPUs: {best:.2f} s)"
-        )
-    ratios = [run.seconds / alone[run.label] for run in runs]
-    slower, faster = sum(r > 1.2 for r in ratios), sum(r < 1 / 1.2 for r in ratios)
-    rest = len(runs) - slower - faster
-    unsure = f", {rest} within 20% (one run cannot tell)" if rest else ""
-    lines.append(
-        f"-> with workers, {slower} of {len(runs)} arms were over 1.2x slower, {faster} over "
-        f"1.2x faster{unsure}"
-    )
-    if min(cost) > 0:
-        win, lose = sum(r < 1 / 1.1 for r in best_ratio), sum(r > 1.1 for r in best_ratio)
-        lines.append(
-            f"-> handing each batch over (shared memory, pickling, unpickling) cost {min(cost):.2f}"
-            f" to {max(cost):.2f} ms of CPU per batch on top of the work; even on idle CPUs, "
-            f"workers could beat no workers by over 10% in {win} of {len(runs)} arms, and would "
-            f"lose by over 10% in {lose}"
-        )
-    else:
-        lines.append("-> this run cannot tell what handing batches over costs (CPU times noisy)")
-    return lines
-
-
 def workers_summary(runs: list[EpochRun], fp: dict[str, int]) -> tuple[dict, str, str]:
     """From the three forked runs (list, NumPy, store): values to record, and the claims
     table's "measured" and "verdict" sentences."""
@@ -342,10 +307,10 @@ def workers_summary(runs: list[EpochRun], fp: dict[str, int]) -> tuple[dict, str
     values |= {"list_objects": fp["objects"], "list_array_data": fp["array_data"]}
     measured = (
         f"{len(lst.start)} forked workers over {lst.items:,} records (SMILES + 19 float32 each),"
-        f" one epoch: private dirty memory per worker {lst.growth() / MiB:+.1f} MiB from a "
+        f" one epoch: private dirty memory per worker {_mib(lst.growth()):+.1f} MiB from a "
         f"Python list ({copied / MiB:.1f} MiB over the NumPy arm, against {fp['objects'] / MiB:.1f}"
-        f" MiB of refcounted objects), {arr.growth() / MiB:+.1f} MiB from NumPy arrays in RAM, "
-        f"{sto.growth() / MiB:+.1f} MiB from the mapped store; epochs {lst.seconds:.2f} s, "
+        f" MiB of refcounted objects), {_mib(arr.growth()):+.1f} MiB from NumPy arrays in RAM, "
+        f"{_mib(sto.growth()):+.1f} MiB from the mapped store; epochs {lst.seconds:.2f} s, "
         f"{arr.seconds:.2f} s, {sto.seconds:.2f} s"
     )
     if copied > 0.5 * fp["objects"] and abs(arr.growth() - sto.growth()) < 0.1 * fp["objects"]:
@@ -370,8 +335,8 @@ def plot_workers(runs: list[EpochRun], fp: dict[str, int] | None = None):
         1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]}
     )
     y = np.arange(len(runs))
-    dirty = [r.growth("private_dirty") / MiB for r in runs]
-    clean = [r.growth("private_clean") / MiB for r in runs]
+    dirty = [_mib(r.growth("private_dirty")) for r in runs]
+    clean = [_mib(r.growth("private_clean")) for r in runs]
     memory.barh(y - 0.2, dirty, 0.4, label="private dirty: anonymous copies", color="#d62728")
     memory.barh(
         y + 0.2, clean, 0.4, label="private clean: file pages only it maps", color="#7f7f7f"
