@@ -62,6 +62,8 @@ def test_extrapolate_scales_each_phases_median_flush(tmp_path):
     median = float(np.median(run.per_flush["phantom"]))
     assert estimate.seconds["phantom"] == pytest.approx(median * full.phantoms)
     assert estimate.flushes == 800 + full.phantoms
+    # a small file's whole blocks overstate the ratio: never more blocks than the full file
+    assert 0 < estimate.allocated_bytes <= -(-full.filesize // 4096) * 4096
     low, high = estimate.spread_seconds
     assert low <= estimate.total_seconds <= high
     lines = blogreport.estimate_lines(estimate, 1.0, None)

@@ -63,6 +63,11 @@ def folio_line(result: Any, name: str, flushes: int, large_folios: Any) -> str:
     said = {True: "says yes", False: "says no"}.get(fact, "could not tell")
     if pages < 1.5:
         case = f"about one {mmap.PAGESIZE:,}-byte page per flush ({pages:.1f})"
+        if fact:  # possible is not used: the folio size depends on how the pages were cached
+            case += (
+                ": this file's pages sat in one-page folios (each small write dirtied one page,"
+                " and the flush wrote only that)"
+            )
     else:
         case = (
             f"{pages:.1f} pages per flush: a write to one byte re-dirtied a large folio, "
