@@ -59,5 +59,5 @@ def test_exercise_4_1_takes_either_name_of_the_counter():
 
 
 def test_exercise_2_2_gives_the_share_of_the_file_for_this_page_size(capsys):
-    assert check.exercise_2_2(-1_000_000 % mmap.PAGESIZE)
-    assert f"{-1_000_000 % mmap.PAGESIZE / 1_000_000:.2%} of the file" in capsys.readouterr().out
+    assert check.exercise_2_2(-250_000 % mmap.PAGESIZE)
+    assert f"{-250_000 % mmap.PAGESIZE / 250_000:.2%} of the file" in capsys.readouterr().out

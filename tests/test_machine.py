@@ -215,13 +215,16 @@ def test_advice_follows_the_facts(folder_report):
     advice = _with(folder_report, rlimit_nofile={"soft": 1024, "hard": 4096})
     assert "section 5 holds fewer than 20,000" in " ".join(advice["02", "5-6"].reasons)
     assert "meet EMFILE first" in " ".join(advice["02", "5-6"].reasons)
-    advice = _with(folder_report, max_map_count=1_048_576)
+    advice = _with(folder_report, max_map_count=2_000_000)  # above the children's cap
     assert advice["02", "5-6"].verdict == "not_shown"
     advice = _with(
-        folder_report, max_map_count=1_048_576, rlimit_nofile={"soft": 1_048_576, "hard": 1_048_576}
+        folder_report, max_map_count=2_000_000, rlimit_nofile={"soft": 2_000_000, "hard": 2_000_000}
     )
     reasons = " ".join(advice["02", "5-6"].reasons)
-    assert "neither limit is reached below 300,000" in reasons and "first" not in reasons
+    from mmlab.course.mapcount import DEFAULT_CAP
+
+    cap = f"neither limit is reached below {DEFAULT_CAP:,}"
+    assert cap in reasons and "first" not in reasons
     advice = _with(folder_report, cgroup_memory_limit=512 * 2**20)
     assert advice["03", "5"].verdict in ("different", "not_shown")
     assert "the cgroup memory limit is 512.0 MiB" in " ".join(advice["03", "5"].reasons)
@@ -246,7 +249,12 @@ def test_05s_scaled_run_is_predicted_from_its_flush_count(folder_report, monkeyp
     assert "50 flushes each" in reasons and "takes about 200 s" in reasons
     monkeypatch.setattr(blogsize, "scaled_flushes", lambda: None)
     advice = _with(folder_report, filesystem="ext4", flush=flush)
-    assert "known once 05 has computed" in " ".join(advice["05", "2"].reasons)
+    reasons = " ".join(advice["05", "2"].reasons)
+    n = blogsize.APPROX_FLUSHES_PER_MOLECULE
+    assert f"about {n} flushes each, approximate" in reasons
+    assert advice["05", "2"].verdict in ("clear", "different")
+    rest = " ".join(advice["05", "5-6"].reasons)  # §6's flush-every arm, from the flush cost
+    assert f"about {blogsize.COMPARE_FLUSHES * 0.002:,.0f} s" in rest
 
 
 def test_a_missing_path_is_an_error(tmp_path):

@@ -60,7 +60,7 @@ class Exercise:
 _PAGE = mmap.PAGESIZE
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
 _OFFSETS = (0, 100, 4096, 6000, 8192, 65536)
-_U0_PAGES = math.ceil(130_831 * 8 / _PAGE)
+_U0_PAGES = math.ceil(1_000_000 * 8 / _PAGE)  # not 05's own count: it prints that answer
 _SPAN_1_2 = math.ceil((200_000 - _GRANULARITY) / _PAGE)
 _FILE_5_1, _DATA_5_1 = 1_000_000, 123_451  # a tail of 876,549 bytes: 9 mod 12
 
@@ -139,12 +139,12 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_2_2",
-            "How many bytes of the last page are unused when a 1,000,000-byte file is mapped?",
-            _is_number(-1_000_000 % _PAGE),
-            lambda: -1_000_000 % _PAGE,
-            f"1,000,000 bytes fill {1_000_000 // _PAGE} pages and {1_000_000 % _PAGE:,} bytes of "
-            f"one more; {-1_000_000 % _PAGE:,} bytes of it are waste: "
-            f"{-1_000_000 % _PAGE / 1_000_000:.2%} of the file, with {_PAGE:,}-byte pages.",
+            "How many bytes of the last page are unused when a 250,000-byte file is mapped?",
+            _is_number(-250_000 % _PAGE),
+            lambda: -250_000 % _PAGE,
+            f"250,000 bytes fill {250_000 // _PAGE} pages and {250_000 % _PAGE:,} bytes of "
+            f"one more; {-250_000 % _PAGE:,} bytes of it are waste: "
+            f"{-250_000 % _PAGE / 250_000:.2%} of the file, with {_PAGE:,}-byte pages.",
         ),
         Exercise(
             "exercise_2_3",
@@ -220,10 +220,10 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_5_2",
-            "Doubling U0 for all 130,831 molecules of a RecordStore writes how many pages?",
+            "Doubling U0 for 1,000,000 molecules of a RecordStore writes how many pages?",
             _is_number(_U0_PAGES),
             lambda: _U0_PAGES,
-            f"U0 is one contiguous float64 column: ceil(130,831 x 8 / {_PAGE:,}) = "
+            f"U0 is one contiguous float64 column: ceil(1,000,000 x 8 / {_PAGE:,}) = "
             f"{_U0_PAGES} pages, and no page of the other 18 fields.",
         ),
         Exercise(
