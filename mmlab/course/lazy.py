@@ -260,7 +260,8 @@ class Touch:
             f"{'cold' if self.cold else 'warm'} touch of page {self.page:,}: "
             f"{self.major_faults} major + {self.minor_faults} minor fault(s); read {read} from "
             f"storage; mapped {_pages(self.mapped_pages)}; page cache {self.cached_at_once:,} "
-            f"pages right after, {self.cached:,} once the reads finished"
+            f"pages right after, {self.cached:,} once the reads finished; "
+            f"{self.seconds * 1e3:.3g} ms"
         )
 
 

@@ -223,6 +223,13 @@ def explain_first(mapping, touched, mapped_bytes: int, file_bytes: int) -> list[
     if touched.read_bytes is None or mapping.read_bytes is None:
         why = touched.unavailable.get("read_bytes", "no /proc/self/io")
         return [f"bytes read from storage are unknown here ({why}): only faults and RSS show"]
+    if touched.major_faults == 0 or touched.read_bytes == 0:
+        return [
+            f"not checked here: the cold touches took {touched.major_faults} major fault(s) and "
+            f"read {format_size(touched.read_bytes)} from storage, so the file was not cold (on "
+            "tmpfs, or eviction failed) or this file system's reads are not counted (FUSE, "
+            "network file systems): mmlab doctor says which"
+        ]
     share = touched.read_bytes / file_bytes
     per_major = touched.read_bytes / max(touched.major_faults, 1)
     faults = touched.minor_faults + touched.major_faults
@@ -275,6 +282,13 @@ def claim_lazy(
     two ``Measurement`` s (the mapping, ``touches`` pages touched) and the bytes they mapped."""
     if touched.read_bytes is None or mapping.read_bytes is None:
         return "bytes read from storage unknown here (no /proc/self/io)", "not checked here"
+    if touched.major_faults == 0 or touched.read_bytes == 0:
+        return (
+            f"the cold touches took {touched.major_faults} major fault(s) and read "
+            f"{format_size(touched.read_bytes)}: the file was not cold, or its reads are not "
+            "counted here",
+            "not checked here",
+        )
     share = touched.read_bytes / file_bytes
     per_major = touched.read_bytes / max(touched.major_faults, 1)
     faults = touched.minor_faults + touched.major_faults
