@@ -142,11 +142,11 @@ class Pooled:
         if self.disagree and self.side() == 0:
             k, n = pooled.count_above(1.0), len(pooled.samples)
             return (
-                f"{both}: the two races disagree, so this run cannot tell "
-                f"({above} in {k} of {n} rounds of both)"
+                f"{both}: one race alone gives a verdict and the other does not (or the "
+                f"opposite one), and pooled, {above} in {k} of {n} rounds: this run cannot tell"
             )
         verdict = pooled.verdict(above=above, below=below, **self.rule)
-        flag = "; the two races alone would disagree" if self.disagree else ""
+        flag = "; the two races alone would give different verdicts" if self.disagree else ""
         return f"{both}; both races pooled: {verdict}{flag}"
 
 
