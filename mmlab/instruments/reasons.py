@@ -166,15 +166,17 @@ def _caches(results) -> str:
     lines = [f"Caches: {cache_fit(r.params['size'], r.params.get('copy_huge'))}"]
     if "numpy.memmap sum" in r.names:
         ratio = r["numpy.memmap sum"].of_reference
+        side = ratio.side(1.0, **r.rule)
+        why = {
+            1: "so beating the copy means less traffic, not faster memory",
+            -1: "yet it was slower than the copy here (its numpy work per block costs too)",
+            0: "but these rounds cannot tell whether it beat the copy (section 2's race, on "
+            "rounds of its own, may)",
+        }[side]
         lines.append(
             f"  numpy.memmap sum, {_label(key)}: {ratio.text('.2f', 'x', than=1.0)} the speed "
             f"of {REFERENCE}: {ratio.verdict(above='faster', below='slower', **r.rule)}; the "
-            "sum reads each byte once where the copy reads and writes it, "
-            + (
-                "so beating the copy means less traffic, not faster memory"
-                if ratio.side(1.0, **r.rule) > 0
-                else "yet it did not beat the copy here (its numpy work per block costs too)"
-            )
+            f"sum reads each byte once where the copy reads and writes it, {why}"
         )
     return "\n".join(lines)
 
