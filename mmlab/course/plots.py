@@ -31,7 +31,7 @@ def plot_causes(result: Any, causes: Sequence[str], title: str = "", ax: Any = N
     if len(causes) != len(names) - 1:
         raise ValueError(f"{len(names)} rows need {len(names) - 1} causes, got {len(causes)}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(3 + 2.2 * len(names), 4.5))
+        _, ax = plt.subplots(figsize=(3 + 2.2 * len(names), 4.5), layout="constrained")
     spreads = [result[n].seconds.scaled(1e3) for n in names]
     medians = [s.median for s in spreads]
     errors = [
@@ -85,7 +85,7 @@ def plot_sections(cached: dict[str, int], title: str = "", ax: Any = None) -> An
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(10, 3))
+        _, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     colors = ["C1" if name == "U0" else "C0" for name in cached]
     ax.bar(list(cached), list(cached.values()), color=colors)
     ax.set(ylabel="pages in the page cache", title=title)

@@ -332,7 +332,7 @@ def plot_workers(runs: list[EpochRun], fp: dict[str, int] | None = None):
     import matplotlib.pyplot as plt
 
     fig, (memory, times) = plt.subplots(
-        1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]}
+        1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]}, layout="constrained"
     )
     y = np.arange(len(runs))
     dirty = [_mib(r.growth("private_dirty")) for r in runs]
