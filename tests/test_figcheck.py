@@ -183,9 +183,7 @@ def test_04_memory_copy_legend_covers_no_bar(rc):
     names = ["read", "readinto", "pread", "mmap slice", "numpy.memmap sum"]
     speeds = [10.3, 10.2, 10.4, 10.5, 13.4]  # GB/s; the sum beats the copy's 12.5
     race = _result([size / g / 1e6 for g in speeds], names, size=size, reference_ms=size / 12.5e6)
-    # BenchResult.plot (mmlab/instruments/stats.py) has no layout engine of its own: without
-    # the notebooks' bbox_inches="tight" its long title and its legend run past the edge.
-    assert [p for p in overlaps(race.plot().figure) if "cut off" not in p] == []
+    assert overlaps(race.plot().figure) == []
     runs = [(pattern, cache) for cache in ("warm", "cold") for pattern in ("sequential", "random")]
     table = {}
     for k, (pattern, cache) in enumerate(runs):

@@ -195,7 +195,7 @@ def plot_per_call(cost, n: int, ax=None):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(cost)))
+        _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(cost)), layout="constrained")
     spreads = [row.seconds.scaled(1e6 / n) for row in cost]
     medians = [s.median for s in spreads]
     errors = [[s.median - s.q1 for s in spreads], [s.q3 - s.median for s in spreads]]

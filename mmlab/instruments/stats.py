@@ -319,7 +319,7 @@ class BenchResult:
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(self.rows)))
+            _, ax = plt.subplots(figsize=(7, 1.5 + 0.4 * len(self.rows)), layout="constrained")
         rates = all(row.rate is not None for row in self._all_rows())
         unit, scale = ("GB/s", 1e-9) if rates else _time_unit(self.rows[0].seconds.median)
 

@@ -19,6 +19,8 @@ WIDGET_TIMEOUT_S = 120
 # The figures each notebook's text walks through; a cell that silently stops drawing one
 # would leave the text pointing at nothing.
 MIN_IMAGES = {"01": 2, "02": 3, "03": 6, "04": 2, "05": 2, "06": 3}
+# Cells tagged live-plot must redraw while they run; the tags must not quietly go missing.
+LIVE_PLOTS = {"03": 2, "04": 1}
 EMBARRASSING = re.compile(r"Error displaying widget|Traceback|Warning:|Exception")
 
 
@@ -87,9 +89,14 @@ def page_problems(lab: Lab, number: str) -> list[str]:
             problems += [f"cell {index}: {p}" for p in widget_view_problems(lab, index)]
     if loaded < MIN_IMAGES[number]:
         problems.append(f"{loaded} images shown, at least {MIN_IMAGES[number]} expected")
-    text = lab.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").inner_text()
-    if "Error displaying widget" in text:
+    notebook = lab.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
+    if "Error displaying widget" in notebook.inner_text():
         problems.append("the page shows 'Error displaying widget'")
+    if notebook.locator("mjx-merror").count():  # MathJax's red box for a formula it cannot parse
+        problems.append("a formula in the text does not render")
+    live = sum("live-plot" in lab.cell(i).tags for i in range(lab.cell_count()))
+    if live < LIVE_PLOTS.get(number, 0):
+        problems.append(f"{live} cells tagged live-plot, {LIVE_PLOTS[number]} expected")
     return problems
 
 
