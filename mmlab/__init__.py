@@ -91,6 +91,7 @@ _SHORT_NAMES = {
             "mapcost",
             "mapcount",
             "plots",
+            "predict",
             "results",
             "sharing",
             "signals",

@@ -1,0 +1,156 @@
+"""Predict, then measure: a student's prediction locked in before the run, revealed after.
+
+A lab asks for a prediction before each measurement. Writing it down is what makes the
+measurement teach: the student finds out not only what happened but how far their model of
+the machine was from it. A notebook asks in a cell the student edits::
+
+    prediction = None  # your number of pages, then run this cell
+    predict.lock("03", "pages_cached", prediction, unit="pages")
+
+and, after the measurement, shows the comparison and the reason::
+
+    predict.reveal("03", "pages_cached", measured=cached, why=explanation)
+
+``lock`` keeps the prediction with the time it was made; ``reveal`` says how far off it was
+(as a ratio for numbers, right or wrong for a choice) and why, from this run and the machine
+facts the notebook passes in ``why``. Without a prediction the reveal still explains the
+result. A prediction changed after its reveal is shown as such: it no longer predicted
+anything. ``locked()`` lists the predictions of this kernel, for ``results.save``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Prediction", "Reveal", "lock", "locked", "reveal"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a student predicted for one measurement, and when."""
+
+    notebook: str
+    key: str
+    value: Any
+    unit: str
+    at: float  # time.time() when it was locked in
+    after_reveal: bool  # locked again after the result was shown
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """A measurement beside its prediction: how far off, and why."""
+
+    prediction: Prediction | None
+    measured: Any
+    unit: str
+    why: str
+
+    @property
+    def ratio(self) -> float | None:
+        """measured / predicted for numbers (None for choices or without a prediction)."""
+        p = self.prediction
+        if p is None or not _is_number(p.value) or not _is_number(self.measured):
+            return None
+        if p.value == 0:
+            return None if self.measured else 1.0
+        return float(self.measured) / float(p.value)
+
+    @property
+    def right(self) -> bool | None:
+        """For a choice, whether it was right; for a number, whether within a factor of 2."""
+        p = self.prediction
+        if p is None or p.value is None:
+            return None
+        if _is_number(p.value) and _is_number(self.measured):
+            ratio = self.ratio
+            exact = float(p.value) == float(self.measured)
+            return exact or (ratio is not None and 0.5 <= ratio <= 2.0)
+        return _same_choice(p.value, self.measured)
+
+    def text(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        measured = f"{_show(self.measured)}{unit}"
+        p = self.prediction
+        if p is None or p.value is None:
+            head = f"Measured: {measured}. (No prediction was locked in: fill it in next time.)"
+        elif _is_number(p.value) and _is_number(self.measured):
+            head = f"You predicted {_show(p.value)}{unit}; measured: {measured}: {_how_far(self)}."
+        else:
+            verdict = "right" if self.right else "not what happened"
+            head = f"You predicted {_show(p.value)}; this run: {measured} ({verdict})."
+        if p is not None and p.after_reveal:
+            head += " (That prediction was changed after the result was shown.)"
+        return f"{head}\nWhy: {self.why}" if self.why else head
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+_LOCKED: dict[tuple[str, str], Prediction] = {}
+_REVEALED: set[tuple[str, str]] = set()
+
+
+def lock(notebook: str, key: str, value: Any, *, unit: str = "") -> Prediction:
+    """Keep ``value`` as the prediction for ``key`` and say so; ``None`` means none made."""
+    prediction = Prediction(
+        notebook, key, value, unit, time.time(), after_reveal=(notebook, key) in _REVEALED
+    )
+    _LOCKED[notebook, key] = prediction
+    if value is None:
+        print("No prediction yet: replace None with yours and run this cell again.")
+    else:
+        shown = f"{_show(value)} {unit}".strip()
+        print(f"Prediction locked in: {shown}. Now run the measurement.")
+    return prediction
+
+
+def reveal(notebook: str, key: str, measured: Any, *, why: str = "", unit: str = "") -> Reveal:
+    """Print the measurement beside the prediction locked for ``key``, and why."""
+    prediction = _LOCKED.get((notebook, key))
+    _REVEALED.add((notebook, key))
+    result = Reveal(prediction, measured, unit or (prediction.unit if prediction else ""), why)
+    print(result.text())
+    return result
+
+
+def locked() -> list[Prediction]:
+    """The predictions locked in this kernel, in the order they were made."""
+    return sorted(_LOCKED.values(), key=lambda p: p.at)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_choice(predicted: Any, measured: Any) -> bool:
+    def word(x: Any) -> str:
+        return str(x).strip().lower().replace("_", " ")
+
+    return word(predicted) == word(measured)
+
+
+def _show(value: Any) -> str:
+    if _is_number(value) and not isinstance(value, str):
+        number = float(value)
+        return f"{number:,.0f}" if number.is_integer() else f"{number:,.3g}"
+    return str(value)
+
+
+def _how_far(r: Reveal) -> str:
+    ratio = r.ratio
+    if ratio is None:
+        return "your prediction was 0" if r.measured else "exactly right"
+    if ratio == 1:
+        return "exactly right"
+    if 0.5 <= ratio <= 2:
+        return f"within a factor of 2 ({ratio:.3g}x your prediction)"
+    return f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x fewer"
