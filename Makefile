@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmlab-installed
 ARGS ?=
 
-.PHONY: lab test test-browser torture lint format bench demo claims clean
+.PHONY: lab test test-browser book check-setup torture lint format bench demo claims clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ test-browser: $(STAMP)
 	@test -n "$$MMLAB_CHROMIUM" || command -v chromium >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	MMLAB_QUICK=1 $(BIN)/python -m pytest tests/browser $(ARGS)
+
+# The course as a website in build/book/_build/html: the labs run in a fresh copy (full size,
+# or QUICK=1 as CI does; EXECUTED=build/notebooks reuses what `make claims` ran), shown with
+# their solutions, beside the claims table and the instructor guide.
+book: $(STAMP)
+	$(BIN)/python -m mmlab.course.book $(if $(QUICK),--quick) \
+		$(if $(EXECUTED),--executed $(EXECUTED)) $(ARGS)
+
+# Is this machine ready for every notebook? Plain words per notebook, and what to do where
+# not (exit code 1 then). Installs and builds nothing; about a second.
+check-setup:
+	@test -x $(BIN)/mmlab || { echo "no $(VENV) yet: run make lab first (it builds $(VENV))"; exit 1; }
+	$(BIN)/mmlab doctor --setup $(ARGS)
 
 # The torture suite at full size (make test runs its quick version): under 15 minutes.
 torture: $(STAMP)

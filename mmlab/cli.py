@@ -125,13 +125,20 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"(blog layout flushes after {flushes}; the store flushes once)")
 
 
-def _doctor(args: argparse.Namespace) -> None:
+def _doctor(args: argparse.Namespace) -> int:
     import json
 
+    if args.setup:
+        from mmlab.course import setup
+
+        checked = setup.check_setup(args.path)
+        print(json.dumps(checked.to_json(), indent=2) if args.json else checked)
+        return 0 if checked.ready else 1
     from mmlab import machine
 
     report = machine.report(args.path)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
         "else the current directory); a 32 MiB probe file is written there and removed",
     )
     doctor.add_argument("--json", action="store_true", help="every fact as JSON, with sources")
+    doctor.add_argument(
+        "--setup",
+        action="store_true",
+        help="is this machine ready to run every notebook, and what to do if not (exit code "
+        "1 when one is not ready); PATH is then the notebooks folder",
+    )
     doctor.set_defaults(run=_doctor)
     return parser
 
@@ -183,12 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (StoreError, OSError, IndexError, KeyError, ValueError, ImportError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"mmlab {args.command}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
