@@ -151,6 +151,8 @@ def _how_far(r: Reveal) -> str:
         return "your prediction was 0" if r.measured else "exactly right"
     if ratio == 1:
         return "exactly right"
+    if ratio == 0:
+        return "none at all"
     if 0.5 <= ratio <= 2:
         return f"within a factor of 2 ({ratio:.3g}x your prediction)"
     return f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x fewer"

@@ -1,0 +1,57 @@
+"""Predictions: locked before the measurement, revealed after it with how far off and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmlab.course import predict
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    monkeypatch.setattr(predict, "_LOCKED", {})
+    monkeypatch.setattr(predict, "_REVEALED", set())
+
+
+@pytest.mark.parametrize(
+    ("guess", "measured", "says", "right"),
+    [
+        (5, 2048, "410x your prediction", False),
+        (2000, 2048, "within a factor of 2 (1.02x your prediction)", True),
+        (8, 0, "none at all", False),
+        (0, 3, "your prediction was 0", False),
+        (0, 0, "exactly right", True),
+        (100, 10, "10x fewer", False),
+        (7, 7, "exactly right", True),
+    ],
+)
+def test_a_number_is_compared_as_a_ratio(capsys, guess, measured, says, right):
+    predict.lock("03", "pages", guess, unit="pages")
+    shown = predict.reveal("03", "pages", measured, why="read_ahead_kb decides it")
+    out = capsys.readouterr().out
+    assert says in out and "Why: read_ahead_kb decides it" in out
+    assert shown.right is right
+
+
+def test_a_choice_is_right_or_not(capsys):
+    predict.lock("04", "faster", "mmap")
+    assert predict.reveal("04", "faster", "read", why="copies cost less here").right is False
+    predict.lock("04", "faster", "Read")
+    assert predict.reveal("04", "faster", "read").right is True
+    assert "changed after the result was shown" in capsys.readouterr().out
+
+
+def test_without_a_prediction_the_reveal_still_explains(capsys):
+    predict.lock("05", "bytes", None)
+    shown = predict.reveal("05", "bytes", 20_000_000, unit="bytes", why="each flush writes a page")
+    out = capsys.readouterr().out
+    assert "No prediction yet" in out and "Measured: 20,000,000 bytes" in out
+    assert "Why: each flush writes a page" in out and shown.right is None
+    predict.reveal("05", "never_locked", 3)
+    assert "No prediction was locked in" in capsys.readouterr().out
+
+
+def test_locked_lists_the_predictions_in_the_order_made():
+    predict.lock("06", "a", 1)
+    predict.lock("06", "b", "x")
+    assert [(p.key, p.value) for p in predict.locked()] == [("a", 1), ("b", "x")]
