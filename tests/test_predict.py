@@ -10,7 +10,7 @@ from mmlab.course import predict
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
     monkeypatch.setattr(predict, "_LOCKED", {})
-    monkeypatch.setattr(predict, "_REVEALED", set())
+    monkeypatch.setattr(predict, "_REVEALED", {})
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,10 @@ def test_locked_lists_the_predictions_in_the_order_made():
     predict.lock("06", "a", 1)
     predict.lock("06", "b", "x")
     assert [(p.key, p.value) for p in predict.locked()] == [("a", 1), ("b", "x")]
+
+
+def test_revealed_keeps_the_last_reveal_of_each_key():
+    predict.lock("03", "pages", 5)
+    predict.reveal("03", "pages", 10)
+    predict.reveal("03", "pages", 2048)
+    assert predict.revealed()["03", "pages"].measured == 2048

@@ -15,7 +15,8 @@ and, after the measurement, shows the comparison and the reason::
 (as a ratio for numbers, right or wrong for a choice) and why, from this run and the machine
 facts the notebook passes in ``why``. Without a prediction the reveal still explains the
 result. A prediction changed after its reveal is shown as such: it no longer predicted
-anything. ``locked()`` lists the predictions of this kernel, for ``results.save``.
+anything. ``locked()`` and ``revealed()`` list this kernel's predictions and reveals, for
+``results.save``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Prediction", "Reveal", "lock", "locked", "reveal"]
+__all__ = ["Prediction", "Reveal", "lock", "locked", "reveal", "revealed"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Reveal:
 
 
 _LOCKED: dict[tuple[str, str], Prediction] = {}
-_REVEALED: set[tuple[str, str]] = set()
+_REVEALED: dict[tuple[str, str], Reveal] = {}
 
 
 def lock(notebook: str, key: str, value: Any, *, unit: str = "") -> Prediction:
@@ -111,10 +112,15 @@ def lock(notebook: str, key: str, value: Any, *, unit: str = "") -> Prediction:
 def reveal(notebook: str, key: str, measured: Any, *, why: str = "", unit: str = "") -> Reveal:
     """Print the measurement beside the prediction locked for ``key``, and why."""
     prediction = _LOCKED.get((notebook, key))
-    _REVEALED.add((notebook, key))
     result = Reveal(prediction, measured, unit or (prediction.unit if prediction else ""), why)
+    _REVEALED[notebook, key] = result
     print(result.text())
     return result
+
+
+def revealed() -> dict[tuple[str, str], Reveal]:
+    """The last reveal of each ``(notebook, key)`` in this kernel, for ``results.save``."""
+    return dict(_REVEALED)
 
 
 def locked() -> list[Prediction]:
