@@ -21,20 +21,34 @@ and reads RSS, into records allocated beforehand so that measuring maps nothing 
 ``BlockRun.describe()`` says what happened in words, ``merging()`` whether the blocks' mappings
 merged into one VMA, ``fit`` caps a block count to the memory a child may use (``try_size``
 runs, plots and describes one size within that cap, for a widget), and
-``plot(runs)`` draws the three counts for several runs.
+``plot(runs)`` draws the three counts for several runs. ``round_2_mapped(run)`` says how many
+of its second round's blocks glibc mapped ("all", "some", "none") and ``why_round_2`` why;
+``why_faults`` why touching a fresh private anonymous mapping took as many page faults as it
+did (one per page, or one per huge page).
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["THRESHOLD_CAP", "BlockRun", "fit", "plot", "run", "try_size"]
+__all__ = [
+    "THRESHOLD_CAP",
+    "BlockRun",
+    "fit",
+    "plot",
+    "round_2_mapped",
+    "run",
+    "try_size",
+    "why_faults",
+    "why_round_2",
+]
 
 _CHILD = """\
 import ctypes, json, mmap, platform, sys
@@ -320,3 +334,78 @@ def plot(runs: list[BlockRun], axes=None):
             transform=axes[0].transAxes,
         )
     return axes
+
+
+def round_2_mapped(r: BlockRun) -> str:
+    """How many of round 2's blocks glibc mapped: "all", "some" or "none" (or why unknown)."""
+    mapped = r.summary()["mmapped_blocks_round_2"]
+    if mapped is None:
+        return "not countable here"
+    return "none" if mapped == 0 else "all" if mapped >= r.count else "some"
+
+
+def why_round_2(r: BlockRun) -> str:
+    """Why round 2 of ``r`` mapped as many blocks as it did: the dynamic threshold, measured."""
+    s, size = r.summary(), _size(r.block_bytes)
+    first, second = s["mmapped_blocks_round_1"], s["mmapped_blocks_round_2"]
+    if first is None:
+        return f"{r.libc} gives no count of mapped blocks (mallinfo2): this run cannot tell"
+    fixed = [k for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES") if k in os.environ]
+    setting = f" ({', '.join(fixed)} is set here: a fixed threshold)" if fixed else ""
+    if first == 0:
+        return (
+            f"round 1 mapped none of the {r.count} blocks of {size}: glibc's threshold here "
+            f"is already above {size}{setting}, so every block came from the heap"
+        )
+    if second == 0:
+        return (
+            f"round 1 mapped {first} of {r.count} blocks of {size} (over the starting "
+            f"threshold, 128 KiB); freeing a mapped block raised the threshold to its size, "
+            f"under the cap of {_size(THRESHOLD_CAP)}, so round 2's {r.count} blocks came "
+            "from the heap: 0 mapped. glibc learns from the program's past frees"
+        )
+    # the mapped chunk: the block and glibc's header, rounded up to whole pages; the cap is
+    # a whole number of pages, so the rounding cannot carry a chunk over it
+    over = r.block_bytes + 2 * ctypes.sizeof(ctypes.c_size_t) > THRESHOLD_CAP
+    why = (
+        f"the block plus glibc's header is over the threshold's cap ({_size(THRESHOLD_CAP)}): "
+        "freeing it could not raise the threshold that far"
+        if over
+        else f"the threshold did not rise here{setting}"
+        + ("" if fixed else ", and this run cannot tell why")
+    )
+    return f"round 1 mapped {first}, round 2 {second} of {r.count} blocks of {size}: {why}"
+
+
+def why_faults(faults: int, pages: int, huge_bytes: int, thp: str, page: int = 4096) -> str:
+    """Why touching ``pages`` fresh private anonymous pages took ``faults`` minor faults.
+
+    ``huge_bytes`` is the VMA's ``AnonHugePages`` (smaps), ``thp`` the setting of
+    /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise", "never" or "unknown").
+    """
+    huge_pages = 2**21 // page
+    if faults < 0.9 * pages and huge_bytes:
+        return (
+            f"{faults:,} faults for {pages:,} pages: {huge_bytes / 2**20:g} MiB of the mapping "
+            f"sits in 2 MiB huge pages (THP {thp!r} here), and one fault filled each of them: "
+            f"{huge_pages} pages of {page:,} bytes at once"
+        )
+    if faults < 0.9 * pages:
+        return (
+            f"{faults:,} faults for {pages:,} pages, yet no 2 MiB huge page: the kernel gave "
+            "the mapping folios of several pages, each filled in one fault (multi-size THP, "
+            "Linux 6.8+: /sys/kernel/mm/transparent_hugepage/hugepages-*kB/enabled)"
+        )
+    reason = {
+        "always": "THP is 'always' here, but no whole 2 MiB-aligned range of the mapping got "
+        "a huge page (it may hold none, or the kernel had no free 2 MiB block at hand)",
+        "madvise": "THP is 'madvise' here: only mappings that ask with MADV_HUGEPAGE get huge "
+        "pages, and this one did not ask",
+        "never": "THP is 'never' here: no huge pages at all",
+    }.get(thp, "the THP setting is unknown here, and the VMA holds no huge page")
+    extra = faults - pages
+    more = f"; the {extra:,} extra are the interpreter's own while measuring" if extra > 0 else ""
+    return (
+        f"{faults:,} faults for {pages:,} pages: one per page, each giving it one zeroed page of "
+        f"{page:,} bytes at its first write{more}. {reason}"
+    )

@@ -25,7 +25,9 @@ pages outside the window are mapped and cached; in a figure of its own it adds a
 whole file's cached pages (readahead's window in full). The file-blocks row is not measured:
 every page of the file has blocks on storage. ``show_page_path(mm, path, touched)``
 measures ``mapped`` and ``cached`` itself for a mapping of a file (once readahead's reads in
-flight have finished) and draws them. matplotlib is imported only when drawing.
+flight have finished) and draws them; ``explain`` names the facts that decided its counts.
+``why_span`` says why a mapping spans more bytes than its file: whole pages. matplotlib is
+imported only when drawing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PagePath", "draw_page_path", "explain", "measure_page_path", "show_page_path"]
+__all__ = [
+    "PagePath",
+    "draw_page_path",
+    "explain",
+    "measure_page_path",
+    "show_page_path",
+    "why_span",
+]
 
 _ROWS = (
     "virtual pages\n(your process)",
@@ -356,4 +365,32 @@ def explain(
             f"  read_ahead_kb = {kb:,} ({who}): the window reaches {half:,} pages either side; "
             f"the touch {far} pages from the first is {fate}"
         )
+    return "\n".join(lines)
+
+
+def why_span(file_bytes: int, span_bytes: int, page: int = mmap.PAGESIZE) -> str:
+    """Why a mapping of a ``file_bytes`` file spans ``span_bytes`` (its VMA, measured): pages."""
+    pages = -(-file_bytes // page)
+    lines = [
+        f"the kernel maps whole pages: {file_bytes:,} bytes need ceil({file_bytes:,} / "
+        f"{page:,}) = {pages} page(s) of {page:,} bytes here, and the VMA spans "
+        f"{span_bytes:,} bytes = {span_bytes // page} page(s)"
+    ]
+    if span_bytes == pages * page and span_bytes > file_bytes:
+        lines.append(
+            f"  the last {span_bytes - file_bytes:,} bytes of the last page lie past the "
+            f"file's end: they read as zeros, and len(mm) stops at the file's {file_bytes:,}"
+        )
+    elif span_bytes != pages * page:
+        lines.append("  not the pages computed: this VMA holds more than this one mapping")
+    for other, who in (
+        (4096, "most x86 laptops"),
+        (16384, "Apple silicon"),
+        (65536, "some ARM servers"),
+    ):
+        if other != page:
+            lines.append(
+                f"  with {other // 1024} KiB pages ({who}) the same file spans "
+                f"{-(-file_bytes // other)} page(s)"
+            )
     return "\n".join(lines)

@@ -24,13 +24,15 @@ map ``path`` (``ACCESS_WRITE``: ``MAP_SHARED``; ``ACCESS_COPY``: ``MAP_PRIVATE``
 ``CHILD`` at its start and wait, while this process reads the file through its own mapping and
 with ``read()`` and counts the file's **dirty** pages (newer in RAM than on storage) with
 ``dirty_pages``: while the child waits, after it did ``then`` (``"flush"``: ``msync``) and after
-it exited.
+it exited. ``why_seen``, ``flush_outcome``, ``why_read_only`` and ``why_truncated`` say, from
+what this run saw, what happened and why.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -47,9 +49,13 @@ __all__ = [
     "SharedWrite",
     "child_writes",
     "dirty_pages",
+    "flush_outcome",
     "fresh_file",
     "run",
     "touch_past_end",
+    "why_read_only",
+    "why_seen",
+    "why_truncated",
     "write_read_only",
 ]
 
@@ -223,3 +229,102 @@ def child_writes(path: str | os.PathLike[str], access: str, then: str = "nothing
             child.wait()
         ours.close()
     return SharedWrite(access, then, seen, read, [d for d, _ in counts], counts[0][1])
+
+
+def _first(data: bytes) -> str:
+    return repr(data[:5].decode("latin-1"))
+
+
+def why_seen(shared: SharedWrite, private: SharedWrite) -> str:
+    """Why we read what we read while the child waited, with a shared and a private mapping."""
+    dirty, by = shared.dirty[0], shared.counted_by
+    counted = "not counted here" if dirty is None else f"{dirty} dirty page(s) ({by})"
+    if shared.seen.startswith(b"CHILD"):
+        lines = [
+            f"{shared.access} (MAP_SHARED): we read {_first(shared.seen)} while the child "
+            "waited, before any flush(): its store went into the page-cache page our mapping "
+            f"maps too; read() copies from that same page and gave {_first(shared.read)}; "
+            f"{counted}: newer in RAM than on storage"
+        ]
+    else:
+        lines = [
+            f"{shared.access}: we read {_first(shared.seen)}, not the child's write: this "
+            "machine did not share the page as MAP_SHARED promises; this run cannot say why"
+        ]
+    private_dirty = private.dirty[0]
+    tail = (
+        "the file's dirty pages were not counted"
+        if private_dirty is None
+        else f"{private_dirty} dirty page(s) of the file"
+    )
+    kept = (
+        "the child's first write copied the page into memory of its own (copy-on-write)"
+        if not private.seen.startswith(b"CHILD")
+        else "the child's write reached the file: not private here, this run cannot say why"
+    )
+    lines.append(f"{private.access} (MAP_PRIVATE): we read {_first(private.seen)}: {kept}; {tail}")
+    return "\n".join(lines)
+
+
+def why_truncated(result: ChildResult, page: int = mmap.PAGESIZE) -> str:
+    """Why the child that read past its truncated file's end ended as it did."""
+    if result.signal == "SIGBUS":
+        return (
+            f"the child read page 0 and was killed by SIGBUS at page 1: its VMA still covers 2 "
+            f"pages ({2 * page:,} bytes), so the read was allowed, but the file now ends at "
+            f"{page:,} bytes and page 1 has no data behind it, so the kernel signals a bus "
+            "error rather than invent zeros. Zeros are only what lies past the end inside "
+            "the file's last page (section 2)"
+        )
+    if result.signal:
+        return f"the child was killed by {result.signal}, not SIGBUS: its stderr says where"
+    return (
+        f"the child exited with {result.returncode}: the read past the file's end went "
+        "through here, which Linux does not do for a file mapping; its output says what it read"
+    )
+
+
+def flush_outcome(shared: SharedWrite, flushed: SharedWrite) -> tuple[str, str]:
+    """What ``flush()`` changed, measured: ``"dirty"`` (the dirty pages) or ``"read"`` (what
+    we read), or what this run cannot tell; and why, from both runs' counts."""
+    without, flushed_count = shared.dirty[1], flushed.dirty[1]
+    if shared.seen != flushed.seen:
+        return "read", (
+            f"we read {_first(shared.seen)} without flush() and {_first(flushed.seen)} with it, "
+            "before the flush ran: this run cannot say why the two differ"
+        )
+    if None in (without, flushed_count):
+        return "not countable here", (
+            f"no dirty-page count here ({flushed.counted_by}): this run cannot tell what "
+            f"flush() changed; we read {_first(flushed.seen)} with or without it"
+        )
+    if flushed_count < without:
+        return "dirty", (
+            f"flush() took the file's dirty pages from {flushed.dirty[0]} to {flushed_count} "
+            f"(without it: {without}; {flushed.counted_by}), while we read "
+            f"{_first(flushed.seen)} both times, before any flush: the change was visible "
+            "through the shared page cache already; flush() (msync) wrote it to storage, so "
+            "it survives a crash"
+        )
+    return "not told apart here", (
+        f"the dirty counts do not differ ({without} without flush(), {flushed_count} with it): "
+        "writeback may have written the pages meanwhile, so this run cannot tell"
+    )
+
+
+def why_read_only(result: ChildResult) -> str:
+    """Why the child that stored to its read-only mapping ended as it did, from its output."""
+    found = re.search(r"VMA: (\S+); PTE present before the store: (\w+)", result.stdout)
+    vma, pte = found.groups() if found else ("not read here", "not read here")
+    if result.signal == "SIGSEGV":
+        return (
+            f"killed by SIGSEGV: the store faulted (its PTE present: {pte}), and the kernel "
+            f"found the VMA ({vma}) without write permission: a segmentation violation. "
+            "Under a VMA that allows writing, the same fault would have been served"
+        )
+    if result.signal:
+        return f"killed by {result.signal}, not SIGSEGV (VMA {vma}): its stderr says where"
+    return (
+        f"the child exited with {result.returncode}: its store to a {vma} mapping went "
+        "through, which Linux does not allow; its output says what happened"
+    )
