@@ -41,6 +41,7 @@ __all__ = [
     "plot_per_call",
     "python_mmaps",
     "refused_mmaps",
+    "why_size",
 ]
 
 
@@ -171,6 +172,29 @@ def _size_verdict(ratio: Spread) -> str:
     if 0.5 < ratio.median < 2:
         return "changes the cost by less than 2x (the kernel maps no page until it is touched)"
     return "changes the cost by more than 2x here"
+
+
+def why_size(split: Split) -> str:
+    """Why a mapping of many pages cost what it did against a one-page one, from this run's
+    rounds: ``mmap`` records one VMA and maps no page until it is touched."""
+    ratio, rounds = split.large_over_one, len(split.large_over_one.samples)
+    measured = (
+        f"over {rounds} interleaved rounds, a {split.pages:,}-page mapping (map, then unmap, "
+        f"untouched) took {ratio.text('.2f', 'x', than=1.0)} the time of a one-page one "
+        f"(median [interquartile range])"
+    )
+    if 0.5 < ratio.median < 2:
+        return (
+            f"{measured}: mmap only records the range in one VMA and maps no page until one is "
+            f"touched (notebook 03), so its size changes the cost by less than 2x, while the count "
+            f"does: {split.pages:,} one-page mappings cost about "
+            f"{split.pages / ratio.median:,.0f}x one mapping of them all"
+        )
+    return (
+        f"{measured}: more than the 2x that recording one VMA explains, since no page was "
+        f"touched; the range of the rounds ({ratio.min:.2f}x to {ratio.max:.2f}x) shows how "
+        "much of it is this run's noise: run the cell again"
+    )
 
 
 def cost_split(cost, n: int, pages: int) -> Split:

@@ -54,6 +54,8 @@ __all__ = [
     "first_refusal",
     "held",
     "reserve",
+    "why_counts",
+    "why_refusal",
 ]
 
 PAGE = mmap.PAGESIZE
@@ -165,6 +167,51 @@ class Counts:
             f"  open file descriptors:           {self.fds_before:,} -> {self.fds_during:,}, "
             f"{self.per_mapping('fds'):.2f} per mapping"
         )
+
+
+def why_counts(counts: Counts, kind: str) -> str:
+    """Why each held one-page ``mmap.mmap`` added what it did to ``kind`` (``"vmas"`` or
+    ``"fds"``), from this run's counts and this Python."""
+    each = counts.per_mapping(kind)
+    python = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    if kind == "vmas":
+        why = (
+            "each is a VMA of its own, since all map the file's first page: no two "
+            "neighbours are contiguous in the file, so the kernel merges none"
+            if each > 0.95
+            else "fewer than one each: the kernel merged some neighbouring mappings"
+        )
+        return f"{counts.n:,} mappings added {each:.2f} VMA each: {why}."
+    why = (
+        f"each mmap.mmap keeps a duplicate of the file's descriptor while it lives ({python}; "
+        "3.13's trackfd=False keeps none)"
+        if each > 0.95
+        else f"this mmap.mmap ({python}) kept no duplicate descriptor for most of them"
+    )
+    return f"{counts.n:,} mappings added {each:.2f} open file descriptor each: {why}."
+
+
+def why_refusal(files: Refusal) -> str:
+    """Why the child's one-page ``mmap.mmap`` calls stopped where they did: which of the two
+    limits (as the child had them) was lower, and what each call holds."""
+    limit, soft = files.max_map_count, files.nofile_soft
+    limits = f"vm.max_map_count {limit:,} VMAs, RLIMIT_NOFILE soft limit {soft:,} files"
+    holds = "each call holds one VMA and one duplicated file descriptor"
+    if files.error == "EMFILE":
+        lower = (
+            f"the open-file limit is the lower, so dup failed after {files.calls:,} calls "
+            f"(the child had {soft - files.calls:,} descriptors open before them)"
+        )
+    elif files.error == "ENOMEM":
+        lower = (
+            f"vm.max_map_count is the lower: the child held {files.vmas:,} VMAs when the "
+            "kernel refused one more"
+        )
+    elif files.error is None:
+        lower = f"both are at or above {files.cap:,}, where the child stopped"
+    else:
+        lower = f"the call failed with {files.error}, which neither limit explains"
+    return f"{limits}; {holds}: {lower}."
 
 
 @contextmanager

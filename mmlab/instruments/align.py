@@ -24,10 +24,16 @@ __all__ = [
     "describe_padding",
     "map_range",
     "padding_after",
+    "padding_side",
     "page_size",
     "plot_sections",
+    "sorted_offsets",
     "tail_cost",
+    "tail_side",
     "tail_waste",
+    "why_offsets",
+    "why_padding",
+    "why_tail",
 ]
 
 
@@ -129,6 +135,93 @@ def describe_padding(
             f"sections' worth ({stride:,} B apart) after the part read into the page cache{whole}"
         )
     return "\n".join(lines)
+
+
+def sorted_offsets(offsets) -> list[int] | None:
+    """Offsets as a sorted list (a prediction written as a set or in any order compares
+    equal to the measured list); ``None`` stays ``None`` (no prediction)."""
+    return None if offsets is None else sorted(int(o) for o in offsets)
+
+
+def why_offsets(outcomes: dict[int, str], granularity: int) -> str:
+    """Why ``mmap`` accepted some offsets and refused others (``outcomes``: offset ->
+    ``"accepted"`` or ``"refused: EINVAL (...)"``), from this machine's granularity."""
+    accepted = [o for o, outcome in outcomes.items() if outcome == "accepted"]
+    refused = {o: outcome.split()[1] for o, outcome in outcomes.items() if o not in accepted}
+    errors = sorted(set(refused.values()))
+    text = (
+        f"the kernel maps whole pages, so an offset must be a multiple of the allocation "
+        f"granularity: {granularity:,} bytes here (mmap.ALLOCATIONGRANULARITY: the page size "
+        f"on Linux and macOS, 64 KiB on Windows). Accepted: {', '.join(map(str, accepted))}"
+    )
+    if refused:
+        text += f"; refused with {' or '.join(errors)}: {', '.join(map(str, refused))}"
+    # the same offsets on a machine of the other common granularity
+    other, machine = (
+        (4096, "4 KiB pages (x86)")
+        if granularity != 4096
+        else (16384, "16 KiB pages (Apple silicon)")
+    )
+    passing = [o for o in outcomes if o % other == 0]
+    only = "only " if len(passing) == 1 else ""
+    return text + f". With {machine}, {only}{', '.join(map(str, passing))} would pass."
+
+
+def padding_side(sections: dict[str, tuple[int, int]], name: str, nbytes: int) -> str:
+    """``"more"`` if the padding after section ``name`` is larger than the section, else
+    ``"less"`` (``"the same"`` if equal)."""
+    pad, size = padding_after(sections, name, nbytes), sections[name][1]
+    return "more" if pad > size else "less" if pad < size else "the same"
+
+
+def why_padding(
+    sections: dict[str, tuple[int, int]], name: str, nbytes: int, alignment: int = 65536
+) -> str:
+    """Why the padding after section ``name`` is more or less than the section: it fills
+    the section's end up to the next multiple of ``alignment``, whatever the page size."""
+    (at, size), pad = sections[name], padding_after(sections, name, nbytes)
+    end = at + size
+    rule = (
+        f"it is more than the section only while the section fills less than half of one "
+        f"{alignment // 1024} KiB unit (under {alignment // 2:,} B)"
+    )
+    return (
+        f"{name} holds {size:,} B and ends at {end:,}; the next section starts at the next "
+        f"multiple of {alignment // 1024} KiB ({alignment:,} B, fixed by the store's format, "
+        f"not by this machine's {page_size():,}-byte pages), {end + pad:,}: {pad:,} B of "
+        f"padding, {pad / size:.2%} of the section. The padding is always under "
+        f"{alignment // 1024} KiB, so {rule}."
+    )
+
+
+def tail_side(tail: TailCost) -> str:
+    """Which way of reading left more of the file's pages in the page cache: ``"read"``,
+    ``"mmap"``, ``"same"`` (as many), or ``"not countable here"``."""
+    r, m = tail.cached_after_read, tail.cached_after_mmap
+    if r is None or m is None:
+        return "not countable here"
+    return "same" if r == m else "read" if r > m else "mmap"
+
+
+def why_tail(tail: TailCost) -> str:
+    """Why the page cache held what it held of a small file after ``read()`` and after a
+    touch of a mapping, from this run's counts and the page size."""
+    page = page_size()
+    pages = -(-tail.size // page)
+    if tail_side(tail) == "not countable here":
+        return (
+            f"this process cannot count the file's cached pages ({tail.why}), so the run "
+            f"cannot show it; the page cache holds whole pages of {page:,} bytes either way"
+        )
+    return (
+        f"the page cache holds whole pages of {page:,} bytes, and a {tail.size:,}-byte file "
+        f"has {pages} of them, so read() and a touch of a mapping both bring in that page "
+        f"({tail.cached_after_read} after read(), {tail.cached_after_mmap} after mmap): "
+        f"{tail_waste(tail.size):,} of its bytes past the file's end, with either way of "
+        f"reading (readahead has no further page to read). On disk it takes "
+        f"{tail.disk_bytes:,} bytes: whole blocks of the file system, or 0 if it lives inline "
+        "in its inode."
+    )
 
 
 @dataclass(frozen=True)
