@@ -38,6 +38,8 @@ def test_a_choice_is_right_or_not(capsys):
     assert predict.reveal("04", "faster", "read", why="copies cost less here").right is False
     predict.lock("04", "faster", "Read")
     assert predict.reveal("04", "faster", "read").right is True
+    predict.lock("03", "hint", "MADV_RANDOM")
+    assert predict.reveal("03", "hint", "random").right is True
     assert "changed after the result was shown" in capsys.readouterr().out
 
 

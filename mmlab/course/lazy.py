@@ -43,7 +43,9 @@ __all__ = [
     "Sizes",
     "StrideRow",
     "Touch",
+    "fewest_bytes",
     "file_bytes",
+    "first_lazy_stride",
     "folio_sizes",
     "folio_text",
     "hint_reach",
@@ -60,6 +62,7 @@ HINTS = {"none": None, "random": "random", "sequential": "sequential", "willneed
 HINTS["populate"] = "populate"  # MAP_POPULATE: a flag of mmap, not a madvise hint
 KPF_TAIL = 16  # /proc/kpageflags bit: a page that is not the first of its (compound) folio
 FOLIO_SPAN = 1024  # pages searched on each side of a page for the ends of its folio
+LAPTOP_WINDOW = 128 * 1024 // PAGE  # read_ahead_kb 128, many laptops' default, in pages
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,12 @@ class Sizes:
             f"fault-around (fault_around_bytes): {around}",
             f"large folios: {folios}",
         ]
+
+    def window_text(self) -> str:
+        """``the readahead window here is 32 pages (128.0 KiB) (read_ahead_kb)``, or unknown."""
+        if self.readahead is None:
+            return "read_ahead_kb is unknown here"
+        return f"the readahead window here is {_pages(self.readahead)} (read_ahead_kb)"
 
     @property
     def window(self) -> int | None:
@@ -339,3 +348,14 @@ def stride_sweep(path: Path, strides: Sequence[int], madvise: str | None = None)
         )  # fmt: skip
         rows.append(row)
     return rows
+
+
+def first_lazy_stride(rows: Sequence[StrideRow]) -> int | str:
+    """The smallest stride that read less than 90% of the file (or "none of them"): a tenth
+    unread is clear of the pages a window reads past either end of the file."""
+    return next((r.stride for r in rows if r.fraction("read") < 0.9), "none of them")
+
+
+def fewest_bytes(result) -> str:
+    """The name of the row of a ``bench.compare`` result that read the fewest bytes."""
+    return min(result.rows, key=lambda row: row.storage_bytes or 0).name

@@ -5,8 +5,9 @@ The same experiment gives different numbers on different machines: a server with
 128 KiB of readahead and single pages stays lazy. Each function here takes the measurements
 of ``mmlab.course.lazy`` (and ``mmlab.bench.compare``) and the machine's ``Sizes``, and
 returns sentences that say what happened and name the size that decided it, so that no
-notebook prose has to guess. ``claim_lazy`` and ``claim_faults`` give the two rows of the
-course's claims table that notebook 03 records.
+notebook prose has to guess. The ``why_*`` functions explain the measurement a student's
+prediction is revealed beside (``mmlab.predict``). ``claim_lazy`` and ``claim_faults`` give
+the two rows of the course's claims table that notebook 03 records.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from mmlab.course import lazy
 from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, _pages, folio_text
 from mmlab.instruments.facts import format_size
 
@@ -27,7 +29,86 @@ __all__ = [
     "explain_reach",
     "explain_strides",
     "explain_touches",
+    "why_cached",
+    "why_fault_kind",
+    "why_fewest",
+    "why_first_read",
+    "why_lazy_stride",
 ]
+
+
+def why_first_read(mapping, touched, mapped_bytes: int, file_bytes: int, sizes: Sizes) -> str:
+    """Section 1's reveal: what the cold touches read, per major fault, against the window."""
+    lines = [line.rstrip(".") for line in explain_first(mapping, touched, mapped_bytes, file_bytes)]
+    return "; ".join(lines) + (
+        f". A major fault reads a readahead window around its page, not the page: "
+        f"{sizes.window_text()}; with read_ahead_kb 128 (many laptops) each far-apart touch "
+        f"would read at most about {_pages(lazy.LAPTOP_WINDOW)}"
+    )
+
+
+def why_cached(cold: Touch, sizes: Sizes) -> str:
+    """Section 2's reveal: the pages one cold fault left cached, against the readahead window."""
+    ra = sizes.readahead
+    window = f"{cold.cached / ra:.2g}x the window" if ra else "read_ahead_kb is unknown here"
+    return (
+        f"{cold.major_faults} major fault read {format_size(cold.read_bytes or 0)} and left "
+        f"{cold.cached:,} pages cached: {window} ({sizes.window_text()}). It mapped "
+        f"{_pages(cold.mapped_pages)} of them (fault-around: up to {sizes.fault_around} pages): "
+        f"the rest are cached, not mapped. With read_ahead_kb 128 (many laptops) one cold fault "
+        f"caches about {lazy.LAPTOP_WINDOW} pages"
+    )
+
+
+def why_lazy_stride(rows: Sequence[StrideRow], sizes: Sizes) -> str:
+    """Section 3's reveal: where the share read fell, against the readahead window."""
+    shares = ", ".join(f"{r.stride:,}: {100 * r.fraction('read'):.0f}%" for r in rows)
+    text = f"share of the file read per stride: {shares}; {sizes.window_text()}"
+    first, window = lazy.first_lazy_stride(rows), sizes.window
+    if not window:
+        return text
+    text += (
+        f": touches closer than that leave no gap the windows do not cover, so a stride under "
+        f"{window:,} pages reads the whole file, and a wider one as little as window / stride"
+    )
+    if isinstance(first, str):
+        return text + f"; even the widest stride here ({rows[-1].stride:,}) did not read less"
+    text += f"; the first stride to read under 90% was {first:,}: {first / window:.2g}x the window"
+    if first > 2 * window:
+        text += ". Wider strides still read it all: in-order touches that land in the part "
+        text += "marked for reading ahead keep readahead running"
+    return text
+
+
+def why_fault_kind(watch, touched_pages: int, file_pages: int, sizes: Sizes) -> str:
+    """Section 4's reveal: why the cold random run's faults (a ``Watch``) were major or minor."""
+    t, read = watch.totals, watch.totals.read_bytes or 0
+    return (
+        f"{explain_random(watch, watch, touched_pages, sizes)[2]}. The run read "
+        f"{format_size(read)}, {100 * read / (file_pages * PAGE):.0f}% of the file, "
+        f"{format_size(read // max(t.major_faults, 1))} per major fault ({sizes.window_text()}); "
+        "a touch on "
+        "a page an earlier fault had already mapped (fault-around, a folio) took no fault at all."
+        " The fewer pages one window holds against the file, the more faults are major"
+    )
+
+
+def why_fewest(result, stride: int, sizes: Sizes) -> str:
+    """Section 5's reveal: the bytes each hint read for every ``stride``-th page, and why."""
+    read = ", ".join(f"{r.name}: {format_size(r.storage_bytes or 0)}" for r in result.rows)
+    fewest = result[lazy.fewest_bytes(result)]
+    per = format_size((fewest.storage_bytes or 0) // max(fewest.major_faults, 1))
+    if fewest.name != "random":
+        return f"read from storage (median): {read}. {fewest.name} read the fewest, {per} a fault"
+    others = min((r.storage_bytes or 0) for r in result.rows if r.name != "random")
+    text = (
+        f"read from storage (median): {read}. MADV_RANDOM turns readahead off: each of its "
+        f"{fewest.major_faults:,} major faults read {per}, only the page touched, 1 in {stride}"
+    )
+    if sizes.window and sizes.window > stride:
+        text += f"; every other way read {format_size(others)} or more: its windows (up to "
+        text += f"{_pages(sizes.window)}) are wider than the {stride}-page gaps and cover them"
+    return text
 
 
 def _folio_of(touch: Touch) -> int | None:
@@ -280,15 +361,8 @@ def claim_lazy(
 ) -> tuple[str, str]:
     """The claims table's sentences for "lazy loading": (measured, verdict), from section 1's
     two ``Measurement`` s (the mapping, ``touches`` pages touched) and the bytes they mapped."""
-    if touched.read_bytes is None or mapping.read_bytes is None:
-        return "bytes read from storage unknown here (no /proc/self/io)", "not checked here"
-    if touched.major_faults == 0 or touched.read_bytes == 0:
-        return (
-            f"the cold touches took {touched.major_faults} major fault(s) and read "
-            f"{format_size(touched.read_bytes)}: the file was not cold, or its reads are not "
-            "counted here",
-            "not checked here",
-        )
+    if touched.read_bytes is None or mapping.read_bytes is None or not touched.read_bytes:
+        return explain_first(mapping, touched, mapped_bytes, file_bytes)[0], "not checked here"
     share = touched.read_bytes / file_bytes
     per_major = touched.read_bytes / max(touched.major_faults, 1)
     faults = touched.minor_faults + touched.major_faults

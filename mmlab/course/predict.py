@@ -138,8 +138,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _same_choice(predicted: Any, measured: Any) -> bool:
-    def word(x: Any) -> str:
-        return str(x).strip().lower().replace("_", " ")
+    def word(x: Any) -> str:  # "MADV_RANDOM", "madv random" and "random" are one choice
+        text = str(x).strip().lower().replace("_", " ")
+        return text.removeprefix("madv ").removeprefix("map ")
 
     return word(predicted) == word(measured)
 
