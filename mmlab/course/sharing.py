@@ -13,7 +13,9 @@ none of them: they stay cached until the kernel reclaims them.
 and the store's pages in the page cache. ``data_pages`` counts the file's pages that hold
 records; the rest (the string area's unused room, the padding that starts each section on a
 64 KiB boundary, the header) no reader touches, which is why the readers' PSS, summed, sits
-under the file's size. ``exit_lines`` and ``pss_lines`` are what the notebook prints.
+under the file's size. ``exit_lines`` and ``pss_lines`` are what the notebook prints;
+``why_rss_over_pss``, ``why_first_uss`` and ``why_after_exit`` explain its reveals (what
+happened to each prediction, from this run's numbers and the facts that decide it).
 
 The DataLoader workers of the notebook's third section are ``mmlab.course.workers``.
 """
@@ -35,12 +37,17 @@ from mmlab.store import RecordStore
 __all__ = [
     "READER",
     "Readers",
+    "after_exit",
     "data_pages",
     "exit_lines",
     "plot_readers",
     "pss_lines",
     "readers_summary",
     "snapshot",
+    "uss_change",
+    "why_after_exit",
+    "why_first_uss",
+    "why_rss_over_pss",
 ]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -250,3 +257,72 @@ def pss_lines(steps: list[dict], sizes: dict[str, int]) -> list[str]:
         f"{(full['cached'] - full['pss']) / MiB:.1f} MiB mapped by no reader (read ahead, "
         "never faulted)",
     ]
+
+
+# -- the reveals: what this run measured, and why ------------------------------------------
+
+
+def why_rss_over_pss(steps: list[dict]) -> tuple[float, str]:
+    """The sum of the readers' RSS of the store over the sum of their PSS with all readers in,
+    and why it is about the number of readers."""
+    full = max(steps, key=lambda s: s["readers"])
+    n, rss, pss = full["readers"], full["rss"], full["pss"]
+    ratio = rss / pss if pss else float("nan")
+    return ratio, (
+        f"{n} readers each mapped the store's {rss / n / MiB:.1f} MiB of pages (RSS, each): RSS "
+        f"counts a shared page in full in every process that maps it, so the sum is "
+        f"{rss / MiB:.1f} MiB; PSS gives each of the {n} sharers 1/{n} of it, so the sum is "
+        f"{pss / MiB:.1f} MiB, each page once: {ratio:.2f}x, the number of readers. The ratio "
+        "does not depend on the page size, the readahead or the file system: only on how "
+        "many processes map the same pages."
+    )
+
+
+def uss_change(steps: list[dict]) -> str:
+    """ "falls", "stays" or "grows": reader 1's USS of the store when reader 2 joined."""
+    alone, with_two = steps[1]["first_uss"], steps[2]["first_uss"]
+    if with_two < 0.5 * alone:
+        return "falls"
+    return "grows" if with_two > 1.5 * alone else "stays"
+
+
+def why_first_uss(steps: list[dict]) -> str:
+    """Why reader 1's USS of the store changed when reader 2 joined, though reader 1 did not."""
+    alone, with_two = steps[1]["first_uss"], steps[2]["first_uss"]
+    return (
+        f"reader 1's USS of the store was {alone / MiB:.1f} MiB alone and {with_two / MiB:.1f} "
+        f"MiB once reader 2 had read the store too. USS counts only pages no other process maps "
+        "right now: reader 2 mapped the same page-cache pages, so they stopped being unique to "
+        "reader 1, though reader 1 did nothing. A process's USS depends on the others."
+    )
+
+
+def after_exit(steps: list[dict]) -> str:
+    """ "cached" or "freed": the store's pages once the last reader has exited."""
+    return "cached" if steps[-1]["cached"] >= 0.5 * steps[-2]["cached"] else "freed"
+
+
+def why_after_exit(steps: list[dict], report) -> str:
+    """Why the store's pages stayed in the page cache after the last reader exited (or not),
+    with this machine's file system and available memory."""
+    last, gone = steps[-2], steps[-1]
+    fs, free = report.filesystem, report.memory_available
+    where = f"{fs.value}" if fs.known else "a file system this report could not name"
+    room = f"{free.value / 2**30:.1f} GiB" if free.known else "an unknown amount of"
+    head = (
+        f"before the last reader exited, {last['cached'] / MiB:.1f} MiB of the store were in the "
+        f"page cache (its USS of the store: {last['uss'] / MiB:.1f} MiB); after, "
+        f"{gone['cached'] / MiB:.1f} MiB. "
+    )
+    if after_exit(steps) == "cached":
+        return head + (
+            f"File pages belong to the file ({where} here), not to the processes that map them: "
+            "exiting unmaps them, and they stay cached until the kernel needs the memory, which "
+            f"it did not ({room} available when the notebook began). A process's USS of file "
+            "pages is not what killing it frees."
+        )
+    return head + (
+        "The kernel dropped them: it needed the memory meanwhile (memory pressure, or a "
+        "container's memory limit) and clean file pages are the first it reclaims. Without "
+        "that pressure they would have stayed cached after the last reader exited."
+    )
