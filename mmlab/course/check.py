@@ -59,7 +59,6 @@ class Exercise:
 
 _PAGE = mmap.PAGESIZE
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
-_OFFSETS = (0, 100, 4096, 6000, 8192, 65536)
 _U0_PAGES = math.ceil(1_000_000 * 8 / _PAGE)  # not 05's own count: it prints that answer
 _SPAN_1_2 = math.ceil((200_000 - _GRANULARITY) / _PAGE)
 _FILE_5_1, _DATA_5_1 = 1_000_000, 123_451  # a tail of 876,549 bytes: 9 mod 12
@@ -79,37 +78,9 @@ def _is_phantoms(answer: Any) -> bool:
     return (_number(phantoms), _number(size)) == _phantoms_5_1()
 
 
-def _map_limits() -> tuple[int | None, int | None]:
-    """This machine's vm.max_map_count and RLIMIT_NOFILE soft limit (None: none or unknown)."""
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    try:
-        with open("/proc/sys/vm/max_map_count") as f:
-            limit = int(f.read())
-    except (OSError, ValueError):
-        limit = None
-    return limit, None if soft == resource.RLIM_INFINITY else soft
-
-
-_MAP_LIMITS = _map_limits()
-_FIRST_REFUSAL = (
-    "EMFILE"
-    if _MAP_LIMITS[1] is not None and (_MAP_LIMITS[0] is None or _MAP_LIMITS[1] < _MAP_LIMITS[0])
-    else "ENOMEM"
-)
-
 EXERCISES: dict[str, Exercise] = {
     e.name: e
     for e in [
-        Exercise(
-            "exercise_1_1",
-            "Which `access=` mode gives a mapping whose writes never reach the file?",
-            _is_word("access_copy", "copy", "c", str(mmap.ACCESS_COPY), "map_private"),
-            lambda: mmap.ACCESS_COPY,
-            "ACCESS_COPY maps the file MAP_PRIVATE: the first write to a page copies it, and "
-            "the copy belongs to this process alone.",
-        ),
         Exercise(
             "exercise_1_2",
             "A file of 200,000 bytes is mapped from offset=mmap.ALLOCATIONGRANULARITY to its "
@@ -130,14 +101,6 @@ EXERCISES: dict[str, Exercise] = {
             "no data behind it. SIGSEGV is for an access the VMA itself does not allow.",
         ),
         Exercise(
-            "exercise_2_1",
-            f"Which of the offsets {_OFFSETS} does mmap accept? Answer with a set.",
-            lambda a: _as_set(a) == {o for o in _OFFSETS if o % _GRANULARITY == 0},
-            lambda: {o for o in _OFFSETS if o % _GRANULARITY == 0},
-            f"An offset must be a multiple of mmap.ALLOCATIONGRANULARITY ({_GRANULARITY:,} "
-            "here); anything else fails with EINVAL.",
-        ),
-        Exercise(
             "exercise_2_2",
             "How many bytes of the last page are unused when a 250,000-byte file is mapped?",
             _is_number(-250_000 % _PAGE),
@@ -145,16 +108,6 @@ EXERCISES: dict[str, Exercise] = {
             f"250,000 bytes fill {250_000 // _PAGE} pages and {250_000 % _PAGE:,} bytes of "
             f"one more; {-250_000 % _PAGE:,} bytes of it are waste: "
             f"{-250_000 % _PAGE / 250_000:.2%} of the file, with {_PAGE:,}-byte pages.",
-        ),
-        Exercise(
-            "exercise_2_3",
-            "A program keeps making one-page mmap.mmap mappings of a file, holding each. Which "
-            "error stops it first on this machine: EMFILE or ENOMEM?",
-            lambda a: _word(a).upper() == _FIRST_REFUSAL,
-            lambda: _FIRST_REFUSAL,
-            "Each mmap.mmap of a file holds a VMA (vm.max_map_count: {} here) and a duplicated "
-            "file descriptor (RLIMIT_NOFILE soft limit: {} here); the lower limit is met first: "
-            "{}.".format(*(f"{v:,}" if v else "none" for v in _MAP_LIMITS), _FIRST_REFUSAL),
         ),
         Exercise(
             "exercise_3_1",
@@ -168,33 +121,6 @@ EXERCISES: dict[str, Exercise] = {
             "2 MiB; in-order readahead builds those, a lone fault's read-around does not). "
             "Readahead may read megabytes into the page cache (read_ahead_kb), but a cached "
             "page joins RSS only once mapped; never nothing, since the touched page is mapped.",
-        ),
-        Exercise(
-            "exercise_3_2",
-            "Which madvise hint turns readahead off for a mapping?",
-            _is_word("madv_random", "random"),
-            lambda: "MADV_RANDOM",
-            "MADV_RANDOM tells the kernel the accesses are random, so each fault reads just "
-            "the page it needs: many more major faults, far fewer bytes from storage.",
-        ),
-        Exercise(
-            "exercise_4_1",
-            "Which column of the race table (or which counter of `measure()`) shows a cold "
-            "read went to storage even when the major-fault count is tiny?",
-            _is_word(
-                "storage_bytes",
-                "storage bytes",
-                "storage mib",
-                "storage",
-                "read_bytes",
-                "read bytes",
-                "row.storage_bytes",
-                "m.read_bytes",
-            ),
-            lambda: "storage_bytes",
-            "storage_bytes (the race table's 'storage MiB'; measure() calls it read_bytes) "
-            "counts what the process fetched from storage; one major fault with read-around "
-            "can bring in megabytes, so faults alone undercount I/O.",
         ),
         Exercise(
             "exercise_4_2",
@@ -236,15 +162,6 @@ EXERCISES: dict[str, Exercise] = {
             "add up to the memory the file's pages really use, once; RSS counts them in each.",
         ),
         Exercise(
-            "exercise_6_2",
-            "Which measure counts a page shared by several processes in full in each: RSS, "
-            "USS or PSS?",
-            _is_word("rss"),
-            lambda: "RSS",
-            "RSS counts every resident page of the process; USS only its private pages; PSS "
-            "a fair share of each shared one.",
-        ),
-        Exercise(
             "exercise_6_3",
             "One process, alone, maps a 50 MiB file and reads all of it; its USS is 60 MiB. "
             "It exits and nothing else needs memory. How many MiB of that file are still in "
@@ -259,15 +176,8 @@ EXERCISES: dict[str, Exercise] = {
 }
 
 
-def _as_set(answer: Any) -> set | None:
-    try:
-        return {int(x) for x in answer}
-    except (TypeError, ValueError):
-        return None
-
-
 def reference(name: str) -> Any:
-    """The reference answer of one exercise, e.g. ``reference("exercise_2_1")``."""
+    """The reference answer of one exercise, e.g. ``reference("exercise_2_2")``."""
     return EXERCISES[name].answer()
 
 
