@@ -16,12 +16,14 @@ def fresh(monkeypatch):
 @pytest.mark.parametrize(
     ("guess", "measured", "says", "right"),
     [
-        (5, 2048, "410x your prediction", False),
-        (2000, 2048, "within a factor of 2 (1.02x your prediction)", True),
+        (5, 2048, "410x your prediction, off by 2,043", False),
+        (2000, 2048, "close (1.02x your prediction)", True),
+        (2, 3, "1.5x your prediction, off by 1", False),
+        (50.0, 55.7, "1.11x your prediction", False),
         (8, 0, "none at all", False),
         (0, 3, "your prediction was 0", False),
         (0, 0, "exactly right", True),
-        (100, 10, "10x fewer", False),
+        (100, 10, "10x fewer, off by 90", False),
         (7, 7, "exactly right", True),
     ],
 )

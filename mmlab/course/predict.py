@@ -62,14 +62,15 @@ class Reveal:
 
     @property
     def right(self) -> bool | None:
-        """For a choice, whether it was right; for a number, whether within a factor of 2."""
+        """For a choice, whether it was right; for a number, whether within 10% (so 2 pages
+        against 3 is not: an off-by-one in a small count is the very mistake to see)."""
         p = self.prediction
         if p is None or p.value is None:
             return None
         if _is_number(p.value) and _is_number(self.measured):
             ratio = self.ratio
             exact = float(p.value) == float(self.measured)
-            return exact or (ratio is not None and 0.5 <= ratio <= 2.0)
+            return exact or (ratio is not None and abs(ratio - 1) <= CLOSE)
         return _same_choice(p.value, self.measured)
 
     def text(self) -> str:
@@ -91,6 +92,7 @@ class Reveal:
         return self.text()
 
 
+CLOSE = 0.1  # a number within 10% of the measurement counts as right
 _LOCKED: dict[tuple[str, str], Prediction] = {}
 _REVEALED: dict[tuple[str, str], Reveal] = {}
 
@@ -156,10 +158,16 @@ def _how_far(r: Reveal) -> str:
     ratio = r.ratio
     if ratio is None:
         return "your prediction was 0" if r.measured else "exactly right"
-    if ratio == 1:
+    if float(r.measured) == float(r.prediction.value):
         return "exactly right"
     if ratio == 0:
         return "none at all"
-    if 0.5 <= ratio <= 2:
-        return f"within a factor of 2 ({ratio:.3g}x your prediction)"
-    return f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x fewer"
+    if abs(ratio - 1) <= CLOSE:
+        return f"close ({ratio:.3g}x your prediction)"
+    far = f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x fewer"
+    counts = all(float(v).is_integer() for v in (r.measured, r.prediction.value))
+    return (
+        f"{far}, off by {abs(float(r.measured) - float(r.prediction.value)):,.0f}"
+        if counts
+        else far
+    )
