@@ -13,7 +13,6 @@ WRONG = {
     "exercise_3_1": "a",
     "exercise_4_2": 0,
     "exercise_5_1": (73_045, 4),
-    "exercise_5_2": 19 * 256,
     "exercise_6_1": 400,
     "exercise_6_3": 0,
 }

@@ -59,7 +59,6 @@ class Exercise:
 
 _PAGE = mmap.PAGESIZE
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
-_U0_PAGES = math.ceil(1_000_000 * 8 / _PAGE)  # not 05's own count: it prints that answer
 _SPAN_1_2 = math.ceil((200_000 - _GRANULARITY) / _PAGE)
 _FILE_5_1, _DATA_5_1 = 1_000_000, 123_451  # a tail of 876,549 bytes: 9 mod 12
 
@@ -143,14 +142,6 @@ EXERCISES: dict[str, Exercise] = {
             f"of 12 bytes (4 for a zero length, 8 for the value) + "
             f"{(_FILE_5_1 - _DATA_5_1) % 12} bytes: read(4) still gets its length, but read(8) "
             "comes back short, so unpack('d') asks for 8 bytes and raises struct.error.",
-        ),
-        Exercise(
-            "exercise_5_2",
-            "Doubling U0 for 1,000,000 molecules of a RecordStore writes how many pages?",
-            _is_number(_U0_PAGES),
-            lambda: _U0_PAGES,
-            f"U0 is one contiguous float64 column: ceil(1,000,000 x 8 / {_PAGE:,}) = "
-            f"{_U0_PAGES} pages, and no page of the other 18 fields.",
         ),
         Exercise(
             "exercise_6_1",

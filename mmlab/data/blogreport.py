@@ -7,6 +7,8 @@ them per flush, in pages, so the reader sees which case happened. The device wri
 that much (plus the file system's journal). ``estimate_lines`` prints the extrapolation with
 its spread. The ``record_*`` and ``claim_*`` functions keep the course's bookkeeping
 (``mmlab.results``) out of the notebook's cells; each sentence is built from this run's numbers.
+The ``why_*`` and ``*_outcome`` functions explain the notebook's predictions when they are
+revealed: what was measured, and the machine fact that decided it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ __all__ = [
     "claim_flush",
     "estimate_lines",
     "folio_line",
+    "item_outcome",
     "record_load",
     "record_run",
     "storage_lines",
+    "why_biggest",
+    "why_in_memory",
+    "why_minutes",
+    "why_store_pages",
+    "written_outcome",
 ]
 
 
@@ -224,4 +232,128 @@ def record_load(loaded: dict, all_qm9: float, per_molecule: float, agree: bool) 
         pyg_all_estimate=all_qm9,
         pyg_all_per_molecule=per_molecule,
         smiles_lengths_agree=agree,
+    )
+
+
+# -- why each prediction came out as it did, from this run's numbers -------------------------
+
+
+def why_in_memory(loaded: dict, all_qm9: float, per_molecule: float, counts: Any) -> str:
+    """Why all of QM9 in PyG's ``InMemoryDataset`` takes ``all_qm9`` bytes: what the loaded
+    molecules held, and how the atoms and bonds of all of QM9 scale it."""
+    n = loaded["molecules"]
+    small = counts.head(n)
+    atoms_here, atoms_all = small.atoms.mean(), counts.atoms.mean()
+    return (
+        f"PyG's QM9 is an {loaded['in_memory']}: loading it keeps every tensor in the "
+        f"process's anonymous memory. The {n:,} molecules loaded here hold "
+        f"{loaded['held'] / 2**20:.2f} MiB; all {len(counts):,} have "
+        f"{int(counts.atoms.sum()):,} atoms and {int(counts.bonds.sum()):,} bonds, and the "
+        f"per-atom and per-bond tensors grow with those: about {all_qm9 / 2**20:,.0f} MiB, "
+        f"{all_qm9 / per_molecule:.2f}x what scaling by molecules alone gives, since the first "
+        f"molecules average {atoms_here:.1f} atoms against {atoms_all:.1f} over all of QM9."
+    )
+
+
+def item_outcome(y: Any) -> tuple[str, str]:
+    """What ``y.item()`` gives on a molecule's targets ("error" or "number"), and why."""
+    try:
+        value = y.item()
+    except (RuntimeError, ValueError) as error:
+        return "error", (
+            f"item() converts a tensor of exactly one element to a Python number; data.y has "
+            f"shape {tuple(y.shape)}: {y.numel()} elements, the molecule's {y.numel()} targets, "
+            f"so it raises {type(error).__name__}: {str(error).strip()}"
+        )
+    return "number", f"data.y has a single element here, so item() returns it: {value}"
+
+
+def why_minutes(estimate: Estimate, flush_fact: Any, filesystem: str) -> str:
+    """Why the blog's program would take ``estimate.total_seconds`` on its 100 MB file: the
+    count of flushes times what one cost in the scaled run, and the fact that decides it."""
+    c, full = estimate.counts, estimate.full
+    per = {p: estimate.per_flush[p][1] * 1e3 for p in c}
+    cpu = sum(estimate.cpu_seconds.values()) / max(estimate.total_seconds, 1e-12)
+    probe = getattr(flush_fact, "value", None)
+    probed = (
+        f"; the machine report's probe: {probe['median'] * 1e3:.3f} ms per flush"
+        if isinstance(probe, dict) and "median" in probe
+        else ""
+    )
+    return (
+        f"The program flushes {estimate.flushes:,} times on the 100 MB file: once per record "
+        f"written ({full.records:,}), per record doubled ({full.records:,}) and per phantom "
+        f"record of the zero tail ({full.phantoms:,}). Each flush is an msync(MS_SYNC) that "
+        "returns when storage has the page; in the scaled run one cost (median of its chunks) "
+        f"{per['writing']:.3f} ms writing, {per['doubling']:.3f} ms doubling, "
+        f"{per['phantom']:.3f} ms in the tail, so about {estimate.total_seconds / 60:,.1f} min, "
+        f"{min(cpu, 1):.0%} of it CPU time. What decides it is what one flush costs on the "
+        f"storage under data/ ({filesystem}{probed}): next to nothing where there is no "
+        "storage to wait for (tmpfs), milliseconds on a disk that waits for its write cache."
+    )
+
+
+def written_outcome(
+    writing: Any, records: int, data_bytes: int, filesystem: str
+) -> tuple[float | str, str]:
+    """MiB charged as written by the writing loop that flushes every record (or why unknown),
+    and why: pages per flush, against the loop that flushes once."""
+    every = [m.write_bytes for m in writing["flush every record"].measurements]
+    once = [m.write_bytes for m in writing["flush once"].measurements]
+    if any(w is None for w in every + once):
+        return "not available here", (
+            "this system has no /proc/self/io, so the bytes a process makes dirty are not "
+            "counted: the time of the two loops above still shows the cost of the flushes"
+        )
+    written, written_once = _median(every), _median(once)
+    if filesystem in ("tmpfs", "ramfs") or written < data_bytes:
+        return written / 2**20, (
+            f"the file lives on {filesystem}: a flush has no storage to write to, so dirtying "
+            f"its pages charges (almost) nothing: {written:,.0f} bytes for {data_bytes:,} of data"
+        )
+    pages = written / records / mmap.PAGESIZE
+    folio = (
+        ": more than a page per flush, so the page sat in a large folio, written back whole"
+        if pages >= 1.5
+        else ""
+    )
+    return written / 2**20, (
+        f"{records:,} flushes wrote {pages:.1f} pages of {mmap.PAGESIZE:,} bytes each on "
+        f"average{folio}, for records of {data_bytes / records:.0f} bytes: each flush cleans "
+        "the page, the next record dirties it again, and the next flush writes the whole page "
+        f"again: {written / data_bytes:,.0f}x the {data_bytes / 2**20:.3f} MiB of data. Flushing "
+        f"once wrote {written_once / 2**20:.3f} MiB: each page once."
+    )
+
+
+def why_store_pages(cached: dict, sections: dict, dirty: Any, eviction_works: Any) -> str:
+    """Why doubling U0 of a store (evicted, readahead off) left ``sum(cached)`` pages cached."""
+    u0_pages = -(-sections["U0"][1] // mmap.PAGESIZE)
+    listed = ", ".join(f"{name} {n:,}" for name, n in cached.items() if n) or "none"
+    if not getattr(eviction_works, "value", False):
+        return (
+            "eviction does not work here (the machine report says why), so the store was "
+            f"cached before the job began and every section may show as cached: {listed}"
+        )
+    return (
+        f"Doubling U0 reads and writes only U0's column, {u0_pages:,} pages of "
+        f"{mmap.PAGESIZE:,} bytes; with readahead off (advise('random')) each fault read only "
+        f"its own page, and nothing else of the store was needed. Pages cached by section: "
+        f"{listed}. Just before the flush, {dirty} pages were dirty (written, not yet on disk)."
+    )
+
+
+def why_biggest(causes: Any, steps: list[str], ratios: dict, records: int, filesystem: str) -> str:
+    """Which step of §6 gained most, from the time each step saved per record."""
+    every, once, loop, vectorized = (causes[name].seconds.median for name in steps)
+    flush_us = (every - once) / records * 1e6
+    python_us = (loop - vectorized) / records * 1e6
+    gains = ", ".join(f"{key} {ratio.median:,.3g}x" for key, ratio in ratios.items())
+    return (
+        f"Per record, a flush cost {flush_us:,.1f} µs here (step 1 against step 2), and a "
+        f"Python step over the column {python_us:,.3f} µs more than one numpy operation (step "
+        f"3 against 4); the speed-ups: {gains}. Which step gains most depends on what a flush "
+        f"costs on the storage under data/ ({filesystem}) against what an interpreter step "
+        "costs: where a flush waits for storage it dwarfs the rest; where there is nothing to "
+        "wait for (tmpfs), the loop's Python work can weigh more."
     )
