@@ -66,3 +66,10 @@ def test_revealed_keeps_the_last_reveal_of_each_key():
     predict.reveal("03", "pages", 10)
     predict.reveal("03", "pages", 2048)
     assert predict.revealed()["03", "pages"].measured == 2048
+
+
+def test_a_ratio_unit_follows_its_number(capsys):
+    predict.lock("06", "ratio", 2, unit="x")
+    predict.reveal("06", "ratio", 4)
+    out = capsys.readouterr().out
+    assert "locked in: 2x." in out and "measured: 4x" in out

@@ -74,7 +74,7 @@ class Reveal:
         return _same_choice(p.value, self.measured)
 
     def text(self) -> str:
-        unit = f" {self.unit}" if self.unit else ""
+        unit = _unit(self.unit)
         measured = f"{_show(self.measured)}{unit}"
         p = self.prediction
         if p is None or p.value is None:
@@ -106,7 +106,7 @@ def lock(notebook: str, key: str, value: Any, *, unit: str = "") -> Prediction:
     if value is None:
         print("No prediction yet: replace None with yours and run this cell again.")
     else:
-        shown = f"{_show(value)} {unit}".strip()
+        shown = f"{_show(value)}{_unit(unit)}"
         print(f"Prediction locked in: {shown}. Now run the measurement.")
     return prediction
 
@@ -128,6 +128,11 @@ def revealed() -> dict[tuple[str, str], Reveal]:
 def locked() -> list[Prediction]:
     """The predictions locked in this kernel, in the order they were made."""
     return sorted(_LOCKED.values(), key=lambda p: p.at)
+
+
+def _unit(unit: str) -> str:
+    """How a unit follows its number: "4x" and "12%", but "4 pages"."""
+    return unit if unit in ("x", "%") else f" {unit}" if unit else ""
 
 
 def _is_number(value: Any) -> bool:
