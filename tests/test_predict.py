@@ -73,3 +73,11 @@ def test_a_ratio_unit_follows_its_number(capsys):
     predict.reveal("06", "ratio", 4)
     out = capsys.readouterr().out
     assert "locked in: 2x." in out and "measured: 4x" in out
+
+
+def test_an_unknown_measurement_judges_no_prediction(capsys):
+    predict.lock("03", "bytes", 8, unit="MiB")
+    shown = predict.reveal("03", "bytes", None, why="/proc/self/io is missing here")
+    out = capsys.readouterr().out
+    assert shown.right is None and "could not measure it" in out and "missing here" in out
+    assert "not what happened" not in out and repr(shown).startswith("Reveal(")

@@ -14,8 +14,9 @@ and, after the measurement, shows the comparison and the reason::
 ``lock`` keeps the prediction with the time it was made; ``reveal`` says how far off it was
 (as a ratio for numbers, right or wrong for a choice) and why, from this run and the machine
 facts the notebook passes in ``why``. Without a prediction the reveal still explains the
-result. A prediction changed after its reveal is shown as such: it no longer predicted
-anything. ``locked()`` and ``revealed()`` list this kernel's predictions and reveals, for
+result; a measurement this machine cannot make is passed as ``None`` and judges nothing.
+A prediction changed after its reveal is shown as such: it no longer predicted anything.
+``locked()`` and ``revealed()`` list this kernel's predictions and reveals, for
 ``results.save``.
 """
 
@@ -65,7 +66,7 @@ class Reveal:
         """For a choice, whether it was right; for a number, whether within 10% (so 2 pages
         against 3 is not: an off-by-one in a small count is the very mistake to see)."""
         p = self.prediction
-        if p is None or p.value is None:
+        if p is None or p.value is None or self.measured is None:
             return None
         if _is_number(p.value) and _is_number(self.measured):
             ratio = self.ratio
@@ -77,7 +78,9 @@ class Reveal:
         unit = _unit(self.unit)
         measured = f"{_show(self.measured)}{unit}"
         p = self.prediction
-        if p is None or p.value is None:
+        if self.measured is None:
+            head = "This run could not measure it (see why), so no prediction is judged."
+        elif p is None or p.value is None:
             head = f"Measured: {measured}. (No prediction was locked in: fill it in next time.)"
         elif _is_number(p.value) and _is_number(self.measured):
             head = f"You predicted {_show(p.value)}{unit}; measured: {measured}: {_how_far(self)}."
@@ -88,8 +91,9 @@ class Reveal:
             head += " (That prediction was changed after the result was shown.)"
         return f"{head}\nWhy: {self.why}" if self.why else head
 
-    def __repr__(self) -> str:
-        return self.text()
+    def __repr__(self) -> str:  # short: reveal() has printed the text already
+        guess = None if self.prediction is None else self.prediction.value
+        return f"Reveal(predicted={guess!r}, measured={self.measured!r}, right={self.right})"
 
 
 CLOSE = 0.1  # a number within 10% of the measurement counts as right
