@@ -57,3 +57,46 @@ def test_try_size_caps_runs_and_describes(capsys):
     assert r.count == 2 and "16 blocks would not fit in half of 256 MiB" in out
     assert "2 x 64 MiB" in out and "{" not in out
     plt.close("all")
+
+
+def test_describe_gives_rss_after_each_free():
+    text = blocks.run(2**20, 3).describe()  # round 1 mapped (given back), round 2 heap (kept)
+    kept = text.split("kept ")[1]
+    assert "after free 1" in kept and "after free 2" in kept and "after malloc_trim(0)" in kept
+    after_1, after_2 = (int(part.split("%")[0]) for part in kept.split(", ")[:2])
+    assert after_1 < 50 < after_2
+
+
+def test_usable_memory_is_the_lowest_headroom(monkeypatch):
+    from mmlab.instruments.facts import Fact, Unknown
+
+    class Report:
+        memory_available = Fact(8 * 2**30, "meminfo")
+
+    room = [(300 * 2**20, "300 MiB left under the cgroup limit (/x)")]
+    monkeypatch.setattr(blocks, "_cgroup_headroom", lambda: room)
+    assert blocks.usable_memory(Report()) == room[0]  # the container's headroom, not the host's
+    monkeypatch.setattr(blocks, "_cgroup_headroom", lambda: [])
+    assert blocks.usable_memory(Report())[0] == 8 * 2**30
+    Report.memory_available = Unknown("no /proc/meminfo")
+    size, why = blocks.usable_memory(Report())
+    assert size == 256 * 2**20 and "cautious" in why
+
+
+def test_the_claim_follows_the_runs():
+    small, large = blocks.run(64 * 2**10, 64), blocks.run(40 * 2**20, 2)
+    shown = blocks.claim_mmap_vs_malloc(small, large)
+    assert shown["verdict"].startswith("misleading") and "2 blocks of 40 MiB" in shown["measured"]
+    swapped = blocks.claim_mmap_vs_malloc(large, small)  # the halves the wrong way round
+    assert swapped["verdict"].startswith("not shown here")
+
+
+def test_identical_lines_keep_their_own_markers():
+    import matplotlib.pyplot as plt
+
+    runs = [blocks.run(2**20, 3), blocks.run(40 * 2**20, 2)]  # both mapped in round 1
+    axes = blocks.plot(runs)
+    first, second = axes[0].lines[:2]
+    assert first.get_marker() != second.get_marker()
+    assert first.get_markevery() != second.get_markevery()
+    plt.close("all")

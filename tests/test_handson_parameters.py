@@ -167,12 +167,39 @@ def test_why_span_names_the_pages_and_other_page_sizes():
 
 
 def test_why_faults_tells_huge_pages_from_one_fault_per_page():
-    from mmlab.course import blocks
+    from mmlab.course import thp
 
-    assert "2 MiB huge pages" in blocks.why_faults(520, 1000, 2**21, "always")
-    assert "multi-size THP" in blocks.why_faults(300, 1000, 0, "never")
-    per_page = blocks.why_faults(1004, 1000, 0, "madvise")
+    assert "2 MiB huge pages" in thp.why_faults(520, 1000, 2**21, "always", huge=2**21)
+    assert "512 pages of 4,096" in thp.why_faults(520, 1000, 2**21, "always", huge=2**21)
+    sixteen = thp.why_faults(40, 1000, 2**25, "always", page=16384, huge=2**25)
+    assert "32 MiB huge pages" in sixteen and "2,048 pages of 16,384" in sixteen
+    assert "size not known here" in thp.why_faults(520, 1000, 2**21, "always", huge=None)
+    assert "multi-size THP" in thp.why_faults(300, 1000, 0, "never", huge=2**21)
+    per_page = thp.why_faults(1004, 1000, 0, "madvise", huge=2**21)
     assert "one per page" in per_page and "MADV_HUGEPAGE" in per_page and "4 extra" in per_page
+
+
+def test_pmd_size_reads_the_kernel_or_says_none(tmp_path):
+    from mmlab.course import thp
+
+    (tmp_path / "hpage_pmd_size").write_text("33554432\n")
+    assert thp.pmd_size(tmp_path) == 2**25
+    assert thp.pmd_size(tmp_path / "missing") is None
+
+
+def test_the_starters_get_no_praise_for_doing_nothing():
+    def starter_edit(path):
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def starter_write(path):
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        mm[:5] = b"CHILD"
+
+    for verdict in (check.copy_on_write(starter_edit), check.visible_and_stored(starter_write)):
+        assert not verdict.passed and verdict.off
+        assert not any("b'hello'" in r or "write()" in r or "dirty" in r for r in verdict.right)
 
 
 def test_why_round_2_follows_the_run():
@@ -204,9 +231,11 @@ def test_flush_outcome_says_what_this_run_can_tell():
     assert flush_outcome(shared, flushed)[0] == "dirty"
     raced = SharedWrite("ACCESS_WRITE", "flush", seen, seen, [0, 0, 0], "cachestat")
     shared_clean = SharedWrite("ACCESS_WRITE", "nothing", seen, seen, [0, 0, 0], "cachestat")
-    assert flush_outcome(shared_clean, raced)[0] == "not told apart here"
+    outcome, why = flush_outcome(shared_clean, raced)
+    assert outcome is None and "writeback may have written" in why
     blind = SharedWrite("ACCESS_WRITE", "flush", seen, seen, [None] * 3, "nothing can count")
-    assert flush_outcome(shared, blind)[0] == "not countable here"
+    outcome, why = flush_outcome(shared, blind)
+    assert outcome is None and "no dirty-page count" in why
 
 
 def test_the_signal_explanations_follow_how_the_child_ended():
@@ -235,3 +264,5 @@ def test_round_2_mapped_names_the_share():
     for word, mapped in share.items():
         run = blocks.BlockRun(2**20, 2, steps, flat, flat, np.array(mapped), anon=flat)
         assert blocks.round_2_mapped(run) == word
+    unknown = blocks.BlockRun(2**20, 2, steps, flat, flat, None, counter=None, libc="musl")
+    assert blocks.round_2_mapped(unknown) is None

@@ -23,8 +23,9 @@ merged into one VMA, ``fit`` caps a block count to the memory a child may use (`
 runs, plots and describes one size within that cap, for a widget), and
 ``plot(runs)`` draws the three counts for several runs. ``round_2_mapped(run)`` says how many
 of its second round's blocks glibc mapped ("all", "some", "none") and ``why_round_2`` why;
-``why_faults`` why touching a fresh private anonymous mapping took as many page faults as it
-did (one per page, or one per huge page).
+``usable_memory(report)`` says how much memory a child may take now (the lower of MemAvailable
+and the cgroup's headroom) and ``claim_mmap_vs_malloc`` words the course's claim from three runs.
+(Why touching fresh anonymous memory takes the faults it does: ``mmlab.course.thp``.)
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ import numpy as np
 __all__ = [
     "THRESHOLD_CAP",
     "BlockRun",
+    "claim_mmap_vs_malloc",
     "fit",
     "plot",
     "round_2_mapped",
     "run",
     "try_size",
-    "why_faults",
+    "usable_memory",
     "why_round_2",
 ]
 
@@ -198,7 +200,8 @@ class BlockRun:
             f"  round 1: {self.merging()}",
             f"  round 2: glibc mapped {s['mmapped_blocks_round_2']} block(s)",
             f"  RSS grew {_size(s['rss_grown'])}; kept {s['rss_kept_after_free_1'] / grown:.0%} "
-            f"after free, {max(s['rss_kept_after_trim'], 0) / grown:.0%} after malloc_trim(0)",
+            f"after free 1, {s['rss_kept_after_free_2'] / grown:.0%} after free 2, "
+            f"{max(s['rss_kept_after_trim'], 0) / grown:.0%} after malloc_trim(0)",
         ]
         freeing = [int(m) for m, n in zip(self.maps, self.steps, strict=True) if n == "free 1"]
         if freeing and max(freeing) > self.at("malloc 1")[0]:
@@ -221,6 +224,75 @@ def fit(block_bytes: int, count: int, usable: int | None) -> int:
     if usable is None:
         return count
     return max(1, min(count, usable // 2 // block_bytes))
+
+
+# Where neither MemAvailable nor a cgroup's headroom can be read: a size every laptop has free
+_CAUTIOUS = 256 * 2**20
+
+
+def usable_memory(report) -> tuple[int, str]:
+    """Bytes a child may take now, and where the number comes from: the lower of MemAvailable
+    and each cgroup's headroom (its limit minus what the cgroup already uses: a container's
+    MemAvailable is the host's); a cautious 256 MiB where neither can be read."""
+    room = []
+    available = report.memory_available
+    if available.known and isinstance(available.value, int):
+        room.append((available.value, f"{_size(available.value)} available (MemAvailable)"))
+    room += _cgroup_headroom()
+    return min(room, default=(_CAUTIOUS, "no memory figure readable here: a cautious 256 MiB"))
+
+
+def _cgroup_headroom() -> list[tuple[int, str]]:
+    """(limit - usage, where) for each cgroup on this process's path that has a limit."""
+    from pathlib import Path
+
+    from mmlab.instruments import sysinfo
+
+    try:
+        dirs = sysinfo._cgroup_dirs("memory", Path("/proc/self"), Path("/"))
+    except (OSError, ValueError):
+        return []
+    found = []
+    for leaf, top, version in dirs:
+        limit_name, used_name = (
+            ("memory.max", "memory.current")
+            if version == 2
+            else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        )
+        for d in sysinfo._ancestors(leaf, top):
+            try:
+                limit = (d / limit_name).read_text().strip()
+                used = int((d / used_name).read_text())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 2**62:  # v1 says "no limit" with ~2**63
+                room = max(int(limit) - used, 0)
+                found.append((room, f"{_size(room)} left under the cgroup limit ({d})"))
+    return found
+
+
+def claim_mmap_vs_malloc(small: BlockRun, large: BlockRun) -> dict[str, str]:
+    """The claim "use mmap in place of malloc", worded from a run of small and of large blocks:
+    ``measured`` and ``verdict`` for ``results.claim``."""
+    s, g = small.summary(), large.summary()
+    kept_small = s["rss_kept_after_free_1"] / max(s["rss_grown"], 1)
+    kept_large = g["rss_kept_after_free_1"] / max(g["rss_grown"], 1)
+    measured = (
+        f"{large.count} blocks of {_size(large.block_bytes)}: glibc mapped "
+        f"{g['mmapped_blocks_round_1']} and RSS kept {kept_large:.0%} after free; "
+        f"{small.count} blocks of {_size(small.block_bytes)}: {s['mmapped_blocks_round_1']} "
+        f"mapped, RSS kept {kept_small:.0%} after free"
+    )
+    # Unmapped blocks give back (nearly) all; heap blocks under the pin keep (nearly) all:
+    # the halfway mark tells the two apart whatever the interpreter's own pages add.
+    if kept_large < 0.5 < kept_small:
+        verdict = (
+            "misleading: malloc itself uses a private anonymous mapping per large block and "
+            "unmaps it on free; small blocks come from the heap and stay resident after free"
+        )
+    else:
+        verdict = f"not shown here: RSS kept {kept_large:.0%} (large) and {kept_small:.0%} (small)"
+    return {"measured": measured, "verdict": verdict}
 
 
 def try_size(block_bytes: int, count: int, usable: int | None) -> BlockRun:
@@ -260,87 +332,19 @@ def _size(n: int) -> str:
     return f"{n / 2**10:.4g} KiB"
 
 
-def _phase_x(steps: list[str]) -> tuple[np.ndarray, list[str]]:
-    """x of each step: phase k spans [k, k + 1), so runs of any block count line up; a value
-    holds from its step to the next (drawn as steps)."""
-    phases = list(dict.fromkeys(steps))
-    x = np.zeros(len(steps))
-    for k, name in enumerate(phases):
-        where = [i for i, s in enumerate(steps) if s == name]
-        x[where] = k + np.arange(len(where)) / len(where)
-    return x, phases
-
-
 def plot(runs: list[BlockRun], axes=None):
     """glibc's mapped blocks, /proc/self/maps lines, anonymous mapped size and RSS after each
-    step, one line per run.
+    step, one line per run (drawn by ``mmlab.course.blockplot``)."""
+    from mmlab.course import blockplot
 
-    The x axis is the phases (malloc, free, malloc again, free again, trim), each one unit
-    wide whatever the block count; sizes are percentages of the round's blocks' total size.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(15, 3.4), layout="constrained")
-    # Runs often coincide (two sizes both mapped, or neither): thick lines under thin ones.
-    styles = [("-", 4.5), ("--", 2.5), (":", 1.8), ("-.", 1.2)]
-    for n, r in enumerate(runs):
-        x, phases = _phase_x(r.steps)
-        x = np.append(x, len(phases))  # the last value holds to the right edge
-        style, width = styles[n % len(styles)]
-        kw = {"drawstyle": "steps-post", "linestyle": style, "linewidth": width, "zorder": 2 + n}
-        kw["label"] = f"{r.count} x {_size(r.block_bytes)}"
-        if r.mapped_blocks is not None:
-            axes[0].plot(
-                x, np.append(r.mapped_blocks, r.mapped_blocks[-1]) - r.mapped_blocks[0], **kw
-            )
-        axes[1].plot(x, np.append(r.maps, r.maps[-1]) - r.maps[0], **kw)
-        for ax, y in ((axes[2], r.anon), (axes[3], r.rss)):
-            if y is not None:
-                ax.plot(x, 100 * (np.append(y, y[-1]) - y[0]) / (r.count * r.block_bytes), **kw)
-    counter = next((r.counter for r in runs if r.counter), None)
-    titles = (
-        f"blocks glibc mapped ({counter})",
-        "/proc/self/maps lines added",
-        "anonymous mappings added (size)",
-        "RSS added",
-    )
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_xticks(np.arange(len(phases)) + 0.5, phases, fontsize=8, rotation=30, ha="right")
-        ax.set_xlim(0, len(phases))
-        for k in range(1, len(phases)):
-            ax.axvline(k, color="#ccc", linewidth=0.8)
-        ax.set_title(title, fontsize=10)
-        ax.grid(False, axis="x")  # the phase boundaries are the vertical lines
-    for ax in axes[:2]:
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("count")
-    axes[1].set_ylabel("lines")
-    axes[2].set_ylabel("% of the round's blocks")
-    axes[3].set_ylabel("% of the round's blocks")
-    legend = {"fontsize": 8, "frameon": False, "ncol": len(runs)}
-    if axes[0].figure.get_layout_engine() is not None:  # below the panels, clear of the lines
-        handles, labels = axes[-1].get_legend_handles_labels()  # every run, once
-        axes[0].figure.legend(handles, labels, loc="outside lower center", **legend)
-    else:
-        axes[0].legend(**legend)
-    if counter is None:
-        axes[0].text(
-            0.5,
-            0.5,
-            "glibc's count unavailable\n(not glibc?)",
-            ha="center",
-            transform=axes[0].transAxes,
-        )
-    return axes
+    return blockplot.plot(runs, axes)
 
 
-def round_2_mapped(r: BlockRun) -> str:
-    """How many of round 2's blocks glibc mapped: "all", "some" or "none" (or why unknown)."""
+def round_2_mapped(r: BlockRun) -> str | None:
+    """How many of round 2's blocks glibc mapped: "all", "some" or "none" (None: no count)."""
     mapped = r.summary()["mmapped_blocks_round_2"]
     if mapped is None:
-        return "not countable here"
+        return None
     return "none" if mapped == 0 else "all" if mapped >= r.count else "some"
 
 
@@ -375,37 +379,3 @@ def why_round_2(r: BlockRun) -> str:
         + ("" if fixed else ", and this run cannot tell why")
     )
     return f"round 1 mapped {first}, round 2 {second} of {r.count} blocks of {size}: {why}"
-
-
-def why_faults(faults: int, pages: int, huge_bytes: int, thp: str, page: int = 4096) -> str:
-    """Why touching ``pages`` fresh private anonymous pages took ``faults`` minor faults.
-
-    ``huge_bytes`` is the VMA's ``AnonHugePages`` (smaps), ``thp`` the setting of
-    /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise", "never" or "unknown").
-    """
-    huge_pages = 2**21 // page
-    if faults < 0.9 * pages and huge_bytes:
-        return (
-            f"{faults:,} faults for {pages:,} pages: {huge_bytes / 2**20:g} MiB of the mapping "
-            f"sits in 2 MiB huge pages (THP {thp!r} here), and one fault filled each of them: "
-            f"{huge_pages} pages of {page:,} bytes at once"
-        )
-    if faults < 0.9 * pages:
-        return (
-            f"{faults:,} faults for {pages:,} pages, yet no 2 MiB huge page: the kernel gave "
-            "the mapping folios of several pages, each filled in one fault (multi-size THP, "
-            "Linux 6.8+: /sys/kernel/mm/transparent_hugepage/hugepages-*kB/enabled)"
-        )
-    reason = {
-        "always": "THP is 'always' here, but no whole 2 MiB-aligned range of the mapping got "
-        "a huge page (it may hold none, or the kernel had no free 2 MiB block at hand)",
-        "madvise": "THP is 'madvise' here: only mappings that ask with MADV_HUGEPAGE get huge "
-        "pages, and this one did not ask",
-        "never": "THP is 'never' here: no huge pages at all",
-    }.get(thp, "the THP setting is unknown here, and the VMA holds no huge page")
-    extra = faults - pages
-    more = f"; the {extra:,} extra are the interpreter's own while measuring" if extra > 0 else ""
-    return (
-        f"{faults:,} faults for {pages:,} pages: one per page, each giving it one zeroed page of "
-        f"{page:,} bytes at its first write{more}. {reason}"
-    )

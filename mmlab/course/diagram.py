@@ -254,9 +254,11 @@ def _whole_file(ax, touched: np.ndarray, cached: np.ndarray, start: int, window:
     ax.set_yticks([])
     ax.set_xlim(0, len(cached))
     ax.grid(False)
+    # a window under ~1% of the strip's width draws as a thin black mark, not as a box
+    shown = "the black mark" if window * 100 < len(cached) else "boxed"
     ax.set_title(
         f"the whole file ({len(cached):,} pages): cached pages in green, the window "
-        "above boxed, touched pages marked",
+        f"above: {shown}, touched pages: red marks",
         fontsize=9,
     )
     ax.set_xlabel("page of the file", fontsize=8)
@@ -300,8 +302,8 @@ def explain(
 
     ``address`` is the mapping's start: fault-around fills the window of
     ``fault_around_bytes`` that holds the faulting address, aligned in the address space.
-    A major fault on a mapping reads one *read-around* window of ``read_ahead_kb``, centred
-    on the faulting page; ``laptop_kb`` is the typical laptop's read_ahead_kb to compare.
+    By default, a major fault on a mapping reads one *read-around* window of ``read_ahead_kb``,
+    centred on the faulting page; ``laptop_kb`` is the typical laptop's read_ahead_kb to compare.
     """
     page = mmap.PAGESIZE
     known = fault_around_bytes is not None
@@ -352,7 +354,8 @@ def explain(
     match = "=" if cached == major_faults * ra else "vs"
     lines.append(
         f"  {match} {major_faults} x read_ahead_kb ({read_ahead_kb:,} KiB = {ra:,} pages): one "
-        "read-around window per major fault, centred on the faulting page"
+        "read-around window per major fault, centred on the faulting page (the default for a "
+        "mapping; madvise hints change it)"
     )
     far = int(found.touched.max() - found.touched.min())
     sizes = [(read_ahead_kb, "here")]

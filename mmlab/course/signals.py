@@ -33,7 +33,6 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -118,18 +117,18 @@ class ChildResult:
         return "\n".join(lines)
 
 
-def _no_core_dump() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+# Core dumps off, set by the child itself: a preexec_fn could deadlock in a threaded kernel.
+# On the snippet's first line, so that the line numbers in its stderr stay the snippet's own.
+_NO_CORE_DUMP = "import resource as _r; _r.setrlimit(_r.RLIMIT_CORE, (0, 0)); "
 
 
 def run(code: str, *args: str, timeout: float = 30.0) -> ChildResult:
     """Run ``code`` in a child Python with ``args``; how it ended, never raising for a signal."""
     done = subprocess.run(
-        [sys.executable, "-X", "faulthandler", "-c", code, *args],
+        [sys.executable, "-X", "faulthandler", "-c", _NO_CORE_DUMP + code, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=_no_core_dump,
     )
     name = signal.Signals(-done.returncode).name if done.returncode < 0 else None
     return ChildResult(code, done.returncode, name, done.stdout, done.stderr)
@@ -198,8 +197,9 @@ class SharedWrite:
         d = self.dirty
         return (
             f"{self.access}: while the child waits, we see {self.seen}, read() gives {self.read}\n"
-            f"  dirty pages ({self.counted_by}): {d[0]} while it waits, {d[1]} after it did "
-            f"{self.then!r} (still running), {d[2]} after it exited"
+            f"  dirty pages ({self.counted_by}): {d[0]} while it waits, {d[1]} after it "
+            f"{'flushed' if self.then == 'flush' else 'wrote and did not flush'} (still "
+            f"running), {d[2]} after it exited"
         )
 
 
@@ -238,13 +238,18 @@ def _first(data: bytes) -> str:
 def why_seen(shared: SharedWrite, private: SharedWrite) -> str:
     """Why we read what we read while the child waited, with a shared and a private mapping."""
     dirty, by = shared.dirty[0], shared.counted_by
-    counted = "not counted here" if dirty is None else f"{dirty} dirty page(s) ({by})"
+    if dirty is None:
+        counted = "the dirty pages were not counted here"
+    elif dirty:
+        counted = f"{dirty} dirty page(s) ({by}): newer in RAM than on storage"
+    else:
+        counted = f"0 dirty pages ({by}): writeback had already stored the change"
     if shared.seen.startswith(b"CHILD"):
         lines = [
             f"{shared.access} (MAP_SHARED): we read {_first(shared.seen)} while the child "
             "waited, before any flush(): its store went into the page-cache page our mapping "
             f"maps too; read() copies from that same page and gave {_first(shared.read)}; "
-            f"{counted}: newer in RAM than on storage"
+            f"{counted}"
         ]
     else:
         lines = [
@@ -280,13 +285,14 @@ def why_truncated(result: ChildResult, page: int = mmap.PAGESIZE) -> str:
         return f"the child was killed by {result.signal}, not SIGBUS: its stderr says where"
     return (
         f"the child exited with {result.returncode}: the read past the file's end went "
-        "through here, which Linux does not do for a file mapping; its output says what it read"
+        "through here, which Linux should not allow: this kernel mapped data past the file's "
+        "end (a large folio spanning the end?); its output says what it read"
     )
 
 
-def flush_outcome(shared: SharedWrite, flushed: SharedWrite) -> tuple[str, str]:
+def flush_outcome(shared: SharedWrite, flushed: SharedWrite) -> tuple[str | None, str]:
     """What ``flush()`` changed, measured: ``"dirty"`` (the dirty pages) or ``"read"`` (what
-    we read), or what this run cannot tell; and why, from both runs' counts."""
+    we read), or None where this run cannot tell; and why, from both runs' counts."""
     without, flushed_count = shared.dirty[1], flushed.dirty[1]
     if shared.seen != flushed.seen:
         return "read", (
@@ -294,7 +300,7 @@ def flush_outcome(shared: SharedWrite, flushed: SharedWrite) -> tuple[str, str]:
             "before the flush ran: this run cannot say why the two differ"
         )
     if None in (without, flushed_count):
-        return "not countable here", (
+        return None, (
             f"no dirty-page count here ({flushed.counted_by}): this run cannot tell what "
             f"flush() changed; we read {_first(flushed.seen)} with or without it"
         )
@@ -306,7 +312,7 @@ def flush_outcome(shared: SharedWrite, flushed: SharedWrite) -> tuple[str, str]:
             "through the shared page cache already; flush() (msync) wrote it to storage, so "
             "it survives a crash"
         )
-    return "not told apart here", (
+    return None, (
         f"the dirty counts do not differ ({without} without flush(), {flushed_count} with it): "
         "writeback may have written the pages meanwhile, so this run cannot tell"
     )

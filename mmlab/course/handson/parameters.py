@@ -118,19 +118,23 @@ def copy_on_write(private_edit: Callable) -> Verdict:
             "the mapping you returned is not a mapping of the file: it is anonymous memory, "
             "so nothing of the file was copied on write"
         )
-    if student["reads"] == b"HELLO":
+    wrote = student["reads"] == b"HELLO"
+    if wrote:
         verdict.right.append("the mapping reads b'HELLO': this process sees its own write")
     else:
         verdict.off.append(f"the mapping reads {student['reads']!r}, not b'HELLO'")
+    # An untouched file and no dirty page are only right once the write happened: until
+    # then they are what doing nothing gives, and saying "right" would praise nothing.
     if student["file"] == b"hello":
-        verdict.right.append("read() of the file still gives b'hello': no one else sees it")
+        if wrote:
+            verdict.right.append("read() of the file still gives b'hello': no one else sees it")
     else:
         verdict.off.append(
             f"read() of the file now gives {student['file']!r}: the write reached the page "
             "cache that every process shares (a MAP_SHARED mapping, ACCESS_WRITE)"
         )
     _judge_owned(verdict, student, reference)
-    if student["dirty"] is not None:
+    if student["dirty"] is not None and (wrote or student["dirty"]):
         (verdict.right if student["dirty"] == 0 else verdict.off).append(
             f"{student['dirty']} page(s) of the file dirty (cachestat): "
             + (
@@ -239,7 +243,10 @@ def _shared_run(fn: Callable, name: str, timeout: float = 30.0) -> dict[str, Any
 def _no_answer(ready: bool, timeout: float) -> str:
     if ready:
         return "the child process ended without an answer: did your function end the process?"
-    return f"no answer within {timeout:g} s: the function did not return"
+    return (
+        f"no answer within {timeout:g} s: the function did not return, or the forked child "
+        "hung on a lock another thread of this kernel held when it forked: run the check again"
+    )
 
 
 def visible_and_stored(shared_write: Callable) -> Verdict:
@@ -268,7 +275,8 @@ def visible_and_stored(shared_write: Callable) -> Verdict:
             f"while your process still ran, ours read {student['seen']!r} through its mapping: "
             "the write stayed in your process (a private mapping, ACCESS_COPY?) or never happened"
         )
-    _judge_write_calls(verdict, student, before, after)
+    if student["seen"] == "CHILD":  # until the write is seen, "no write()" praises nothing
+        _judge_write_calls(verdict, student, before, after)
     _judge_dirty(verdict, student, before, after)
     return verdict
 
