@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from mmlab.course import check, lazyexplain
+from mmlab.course import check, lazywhy
 from mmlab.course.handson import lazy as handson
 from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, first_lazy_stride
 
@@ -70,12 +70,19 @@ def backwards(mm, stride):  # the right pages, but against readahead: more fault
         mm[offset]
 
 
+def from_page_one(mm, stride):  # off by one page: the right count at most strides
+    for offset in range(mmap.PAGESIZE, len(mm), stride * mmap.PAGESIZE):
+        mm[offset]
+
+
 def raises(mm, stride):
     raise ValueError("not written yet")
 
 
 @linux
-@pytest.mark.parametrize("wrong", [ignores_the_stride, twice_the_stride, backwards, raises])
+@pytest.mark.parametrize(
+    "wrong", [ignores_the_stride, twice_the_stride, from_page_one, backwards, raises]
+)
 def test_touch_stride_fails_plausible_wrong_answers(wrong):
     verdict = check.touch_stride(wrong)
     assert not verdict.passed, verdict.text()
@@ -132,7 +139,7 @@ def test_the_checks_say_when_this_machine_cannot_measure(monkeypatch):
     for judge, answer in ((check.touch_stride, touch), (check.random_mapping, open_for_random)):
         verdict = judge(answer)
         assert not verdict.passed
-        assert "not available here" in verdict.off[0]
+        assert "not available here" in verdict.off[0] and "cannot judge here" in verdict.off[0]
 
 
 LAPTOP = Sizes(readahead=32, fault_around=16, fault_around_known=True, folio=1, large_folios=False)
@@ -154,19 +161,28 @@ def test_the_first_lazy_stride_follows_the_window_on_a_laptop_and_a_server():
     assert first_lazy_stride(laptop) == 64  # twice the window: half of the file read
     assert first_lazy_stride(server) == 4096
     assert first_lazy_stride(rows({16: 1.0})) == "none of them"
-    text = lazyexplain.why_lazy_stride(laptop, LAPTOP)
+    text = lazywhy.why_lazy_stride(laptop, LAPTOP)
     assert "32 pages (128.0 KiB)" in text and "256: 12%" in text and "2x the window" in text
-    text = lazyexplain.why_lazy_stride(server, SERVER)
+    text = lazywhy.why_lazy_stride(server, SERVER)
     assert "2,048 pages (8.0 MiB)" in text and "2x the window" in text
-    assert "did not read less" in lazyexplain.why_lazy_stride(rows({16: 1.0}), SERVER)
+    assert "did not read less" in lazywhy.why_lazy_stride(rows({16: 1.0}), SERVER)
 
 
-def test_why_cached_compares_the_cold_fault_with_the_window():
+def test_why_cold_mapped_puts_the_pages_mapped_beside_the_window():
     cached = np.zeros(4096, dtype=bool)
     cached[1000:1032] = True
     cold = Touch(1010, True, 0, 1, 32 * PAGE, 16, 20, cached)
-    text = lazyexplain.why_cached(cold, LAPTOP)
-    assert "left 32 pages cached: 1x the window" in text and "is 32 pages (128.0 KiB)" in text
-    assert "mapped 16 pages" in text
+    text = lazywhy.why_cold_mapped(cold, LAPTOP)
+    assert "left 32 pages cached (1x the window" in text and "is 32 pages (128.0 KiB)" in text
+    assert "mapped 16 pages" in text and "retried" in text
     unknown = Sizes(None, 16, False, None, None)
-    assert "read_ahead_kb is unknown here" in lazyexplain.why_cached(cold, unknown)
+    assert "read_ahead_kb is unknown here" in lazywhy.why_cold_mapped(cold, unknown)
+    uncounted = Touch(1010, True, 0, 1, None, 600, 20, cached)
+    text = lazywhy.why_cold_mapped(uncounted, SERVER)
+    assert "not counted here" in text and "large folio" in text
+
+
+def test_uncounted_reads_are_said_unknown_not_zero():
+    uncounted = [StrideRow(s, 262_144 // s, 1, 10, None, 16, 0, 262_144, 0.1) for s in (16, 64)]
+    assert first_lazy_stride(uncounted) is None
+    assert "not counted here" in lazywhy.why_lazy_stride(uncounted, SERVER)

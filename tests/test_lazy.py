@@ -124,7 +124,10 @@ def test_hint_reach_counts_before_any_touch(sample):
     assert lazy.hint_reach(sample, "populate")[1] == pages
     reach = {"willneed": (0, 32), "populate": (pages, pages)}
     lines = lazyexplain.explain_reach(reach, pages, lazy.Sizes.of(_report()), 64)
-    assert "did not read the range" in lines[0] and "max(32, 64) = 64 pages" in lines[0]
+    assert (
+        "did not read the range" in lines[0]
+        and "max(128 KiB, 256 KiB) = 256.0 KiB = 64 pages" in lines[0]
+    )
     assert "did not read" not in lines[1]
 
 
@@ -177,8 +180,11 @@ def test_explain_random_reports_pages_mapped_per_fault():
 def test_explain_cold_warm_names_the_hidden_wait():
     cold = SimpleNamespace(wall_s=0.5, cpu_s=0.01, major_faults=1, minor_faults=900)
     warm = SimpleNamespace(wall_s=0.004, cpu_s=0.004, major_faults=0, minor_faults=900)
-    text = lazyexplain.explain_cold_warm(cold, warm, 0.005, kernel="6.18")
-    assert "waited 490 ms" in text and "This kernel (6.18) counts them minor" in text
+    text = lazyexplain.explain_cold_warm(cold, warm, 0.005, kernel="6.18.0-1-amd64")
+    assert "waited 490 ms" in text and "This kernel (6.18.0-1-amd64)" in text
+    assert "counts it minor" in text
+    old = lazyexplain.explain_cold_warm(cold, warm, 0.005, kernel="6.1.0-28-amd64")
+    assert "counted as minor" in old and "This kernel" not in old  # no rule named for 6.1
     assert "account for the wait" in lazyexplain.explain_cold_warm(cold, warm, 0.4)
 
 
@@ -226,3 +232,29 @@ def test_page_paths_draw_this_runs_touches(sample):
         pytest.skip("/proc/self/pagemap is unreadable here")
     assert touch.present[64] and int(touch.present.sum()) == touch.mapped_pages
     assert lazyview.plot_page_paths([touch]) is not None
+
+
+def test_reads_a_file_system_does_not_count_are_unknown_not_zero():
+    fuse = SimpleNamespace(read_bytes=0, major_faults=3)
+    assert lazy.read_counted(fuse) is None
+    assert lazy.read_counted(SimpleNamespace(read_bytes=None, major_faults=0)) is None
+    assert lazy.read_counted(SimpleNamespace(read_bytes=0, major_faults=0)) == 0  # warm
+    assert "not counted" in lazy.read_text(None)
+
+    def row(name, read, majors):
+        return SimpleNamespace(name=name, storage_bytes=read, major_faults=majors)
+
+    uncounted = SimpleNamespace(rows=[row("none", 0, 5), row("random", 0, 80)])
+    assert lazy.fewest_bytes(uncounted) is None
+    counted = SimpleNamespace(rows=[row("none", 2**20, 5), row("random", 2**16, 16)])
+    assert lazy.fewest_bytes(counted) == "random"
+
+
+def test_explain_strides_does_not_guess_folios_or_uncounted_reads():
+    sizes = lazy.Sizes(readahead=32, fault_around=16, fault_around_known=True, folio=None,
+                       large_folios=None)  # fmt: skip
+    unknown = "folio sizes are unknown: page frame numbers are shown only to root"
+    rows = [lazy.StrideRow(64, 4096, 4000, 96, None, 8192, 8192, 262_144, 0.1, unknown)]
+    (line,) = lazyexplain.explain_strides(rows, sizes)
+    assert "read ?%" in line and "not counted" in line
+    assert "folio sizes unknown here" in line and "read-around leaves" not in line

@@ -51,6 +51,8 @@ __all__ = [
     "hint_reach",
     "io_cap_pages",
     "mapped_bytes",
+    "read_counted",
+    "read_text",
     "stride_sweep",
     "touch_once",
     "touch_run",
@@ -61,8 +63,8 @@ FAULT_AROUND_DEFAULT = 65536  # the kernel's default fault_around_bytes
 HINTS = {"none": None, "random": "random", "sequential": "sequential", "willneed": "willneed"}
 HINTS["populate"] = "populate"  # MAP_POPULATE: a flag of mmap, not a madvise hint
 KPF_TAIL = 16  # /proc/kpageflags bit: a page that is not the first of its (compound) folio
-FOLIO_SPAN = 1024  # pages searched on each side of a page for the ends of its folio
 LAPTOP_WINDOW = 128 * 1024 // PAGE  # read_ahead_kb 128, many laptops' default, in pages
+UNCOUNTED = "an uncounted amount (reads are not counted here: no /proc/self/io, or FUSE/NFS)"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,30 @@ class Sizes:
     def window(self) -> int | None:
         """Pages one cold fault reads: read_ahead_kb, else what the doctor's cold touch cached."""
         return self.readahead or self.cold_cached
+
+
+def read_counted(done) -> int | None:
+    """Bytes a run read from storage (a ``Counters`` difference), or None where they are not
+    counted: no /proc/self/io, or a major fault that read 0 bytes (FUSE, 9p, NFS do not count
+    their reads in read_bytes)."""
+    if done.read_bytes is None or (done.read_bytes == 0 and done.major_faults > 0):
+        return None
+    return done.read_bytes
+
+
+def read_text(nbytes: int | None) -> str:
+    """``8.0 MiB``, or that the bytes read are not counted here."""
+    return format_size(nbytes) if nbytes is not None else UNCOUNTED
+
+
+def _folio_span() -> int:
+    """Pages searched on each side of a page for its folio's ends: the largest folio, a PMD
+    (2 MiB with 4 KiB pages, 32 MiB with 16 KiB; 2 MiB where THP does not say)."""
+    try:
+        pmd = int(Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size").read_text())
+    except (OSError, ValueError):
+        pmd = 2**21
+    return max(pmd // PAGE, 16)
 
 
 def _pages(n: int) -> str:
@@ -178,12 +204,13 @@ def folio_sizes(mm: mmap.mmap, pages: Sequence[int] | np.ndarray, most: int = 25
     if not frames.any():
         return "folio sizes are unknown: page frame numbers are shown only to root"
     sizes: Counter = Counter()
+    span = _folio_span()
     try:
         with open("/proc/kpageflags", "rb", buffering=0) as f:
             for frame in frames:
-                low = max(int(frame) - FOLIO_SPAN, 0)
+                low = max(int(frame) - span, 0)
                 f.seek(low * 8)
-                flags = np.frombuffer(f.read((2 * FOLIO_SPAN + 1) * 8), "<u8")
+                flags = np.frombuffer(f.read((2 * span + 1) * 8), "<u8")
                 head = (flags >> np.uint64(KPF_TAIL)) & np.uint64(1) == 0
                 at = int(frame) - low
                 first = np.flatnonzero(head[: at + 1])[-1] if head[: at + 1].any() else 0
@@ -198,8 +225,10 @@ def folio_text(sizes: Counter | str | None) -> str:
     """``"1 page: 3 of 4, 512 pages: 1 of 4"`` (most common first), or why unknown."""
     if not isinstance(sizes, Counter):
         return sizes or "not measured"
-    total = sum(sizes.values())
-    return ", ".join(f"{_count(n)}: {k} of {total}" for n, k in sizes.most_common(3))
+    total, top = sum(sizes.values()), sizes.most_common(3)
+    text = ", ".join(f"{_count(n)}: {k} of {total}" for n, k in top)
+    other = total - sum(k for _, k in top)
+    return text + (f", other sizes: {other} of {total}" if other else "")
 
 
 def io_cap_pages(report) -> int | None:
@@ -292,7 +321,7 @@ def touch_once(path: Path, page: int, *, cold: bool = True) -> Touch:
     at_once = int(pagecache.residency(path).sum())
     resident = pagecache.settled_residency(path)
     return Touch(
-        page, cold, after.minor_faults, after.major_faults, after.read_bytes, present, at_once,
+        page, cold, after.minor_faults, after.major_faults, read_counted(after), present, at_once,
         resident, after.wall_s, which, folio,
     )  # fmt: skip
 
@@ -305,7 +334,7 @@ class StrideRow:
     touched: int
     minor_faults: int
     major_faults: int
-    read_bytes: int
+    read_bytes: int | None  # None: not counted here (read_counted)
     mapped_pages: int
     cached_pages: int
     file_pages: int
@@ -322,8 +351,11 @@ class StrideRow:
         return self.mapped_pages / max(self.faults, 1)
 
     def fraction(self, what: str) -> float:
-        """``"read"``, ``"mapped"``, ``"cached"`` or ``"touched"``: a fraction of the file."""
-        pages = {"read": self.read_bytes // PAGE, "mapped": self.mapped_pages}
+        """``"read"``, ``"mapped"``, ``"cached"`` or ``"touched"``: a fraction of the file
+        (NaN for "read" where reads are not counted: a plot leaves the point out)."""
+        if what == "read" and self.read_bytes is None:
+            return float("nan")
+        pages = {"read": (self.read_bytes or 0) // PAGE, "mapped": self.mapped_pages}
         pages |= {"cached": self.cached_pages, "touched": self.touched}
         return pages[what] / self.file_pages
 
@@ -343,19 +375,28 @@ def stride_sweep(path: Path, strides: Sequence[int], madvise: str | None = None)
             folios = folio_sizes(mm, order)
         cached = int(pagecache.settled_residency(path).sum())
         row = StrideRow(
-            stride, len(order), done.minor_faults, done.major_faults, done.read_bytes or 0,
+            stride, len(order), done.minor_faults, done.major_faults, read_counted(done),
             present, cached, file_pages, done.wall_s, folios,
         )  # fmt: skip
         rows.append(row)
     return rows
 
 
-def first_lazy_stride(rows: Sequence[StrideRow]) -> int | str:
+def first_lazy_stride(rows: Sequence[StrideRow]) -> int | str | None:
     """The smallest stride that read less than 90% of the file (or "none of them"): a tenth
-    unread is clear of the pages a window reads past either end of the file."""
+    unread is clear of the pages a window reads past either end of the file. None where
+    reads are not counted: nothing can be said."""
+    if any(r.read_bytes is None for r in rows):
+        return None
     return next((r.stride for r in rows if r.fraction("read") < 0.9), "none of them")
 
 
-def fewest_bytes(result) -> str:
-    """The name of the row of a ``bench.compare`` result that read the fewest bytes."""
-    return min(result.rows, key=lambda row: row.storage_bytes or 0).name
+def fewest_bytes(result) -> str | None:
+    """The name of the row of a ``bench.compare`` result that read the fewest bytes, or None
+    where reads are not counted (unknown, or 0 bytes although faults were major)."""
+    rows = result.rows
+    if any(row.storage_bytes is None for row in rows):
+        return None
+    if not any(row.storage_bytes for row in rows) and any(row.major_faults for row in rows):
+        return None
+    return min(rows, key=lambda row: row.storage_bytes).name

@@ -5,9 +5,10 @@ The same experiment gives different numbers on different machines: a server with
 128 KiB of readahead and single pages stays lazy. Each function here takes the measurements
 of ``mmlab.course.lazy`` (and ``mmlab.bench.compare``) and the machine's ``Sizes``, and
 returns sentences that say what happened and name the size that decided it, so that no
-notebook prose has to guess. The ``why_*`` functions explain the measurement a student's
-prediction is revealed beside (``mmlab.predict``). ``claim_lazy`` and ``claim_faults`` give
-the two rows of the course's claims table that notebook 03 records.
+notebook prose has to guess. The reasons for the measurements a student's
+prediction is revealed beside (``mmlab.predict``) live in ``mmlab.course.lazywhy``.
+``claim_lazy`` and ``claim_faults`` give the two rows of the course's claims table that
+notebook 03 records.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from mmlab.course import lazy
-from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, _pages, folio_text
+from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch, _pages, folio_text, read_text
 from mmlab.instruments.facts import format_size
+from mmlab.instruments.spread import FEW_ROUNDS
 
 __all__ = [
     "claim_faults",
@@ -29,86 +30,7 @@ __all__ = [
     "explain_reach",
     "explain_strides",
     "explain_touches",
-    "why_cached",
-    "why_fault_kind",
-    "why_fewest",
-    "why_first_read",
-    "why_lazy_stride",
 ]
-
-
-def why_first_read(mapping, touched, mapped_bytes: int, file_bytes: int, sizes: Sizes) -> str:
-    """Section 1's reveal: what the cold touches read, per major fault, against the window."""
-    lines = [line.rstrip(".") for line in explain_first(mapping, touched, mapped_bytes, file_bytes)]
-    return "; ".join(lines) + (
-        f". A major fault reads a readahead window around its page, not the page: "
-        f"{sizes.window_text()}; with read_ahead_kb 128 (many laptops) each far-apart touch "
-        f"would read at most about {_pages(lazy.LAPTOP_WINDOW)}"
-    )
-
-
-def why_cached(cold: Touch, sizes: Sizes) -> str:
-    """Section 2's reveal: the pages one cold fault left cached, against the readahead window."""
-    ra = sizes.readahead
-    window = f"{cold.cached / ra:.2g}x the window" if ra else "read_ahead_kb is unknown here"
-    return (
-        f"{cold.major_faults} major fault read {format_size(cold.read_bytes or 0)} and left "
-        f"{cold.cached:,} pages cached: {window} ({sizes.window_text()}). It mapped "
-        f"{_pages(cold.mapped_pages)} of them (fault-around: up to {sizes.fault_around} pages): "
-        f"the rest are cached, not mapped. With read_ahead_kb 128 (many laptops) one cold fault "
-        f"caches about {lazy.LAPTOP_WINDOW} pages"
-    )
-
-
-def why_lazy_stride(rows: Sequence[StrideRow], sizes: Sizes) -> str:
-    """Section 3's reveal: where the share read fell, against the readahead window."""
-    shares = ", ".join(f"{r.stride:,}: {100 * r.fraction('read'):.0f}%" for r in rows)
-    text = f"share of the file read per stride: {shares}; {sizes.window_text()}"
-    first, window = lazy.first_lazy_stride(rows), sizes.window
-    if not window:
-        return text
-    text += (
-        f": touches closer than that leave no gap the windows do not cover, so a stride under "
-        f"{window:,} pages reads the whole file, and a wider one as little as window / stride"
-    )
-    if isinstance(first, str):
-        return text + f"; even the widest stride here ({rows[-1].stride:,}) did not read less"
-    text += f"; the first stride to read under 90% was {first:,}: {first / window:.2g}x the window"
-    if first > 2 * window:
-        text += ". Wider strides still read it all: in-order touches that land in the part "
-        text += "marked for reading ahead keep readahead running"
-    return text
-
-
-def why_fault_kind(watch, touched_pages: int, file_pages: int, sizes: Sizes) -> str:
-    """Section 4's reveal: why the cold random run's faults (a ``Watch``) were major or minor."""
-    t, read = watch.totals, watch.totals.read_bytes or 0
-    return (
-        f"{explain_random(watch, watch, touched_pages, sizes)[2]}. The run read "
-        f"{format_size(read)}, {100 * read / (file_pages * PAGE):.0f}% of the file, "
-        f"{format_size(read // max(t.major_faults, 1))} per major fault ({sizes.window_text()}); "
-        "a touch on "
-        "a page an earlier fault had already mapped (fault-around, a folio) took no fault at all."
-        " The fewer pages one window holds against the file, the more faults are major"
-    )
-
-
-def why_fewest(result, stride: int, sizes: Sizes) -> str:
-    """Section 5's reveal: the bytes each hint read for every ``stride``-th page, and why."""
-    read = ", ".join(f"{r.name}: {format_size(r.storage_bytes or 0)}" for r in result.rows)
-    fewest = result[lazy.fewest_bytes(result)]
-    per = format_size((fewest.storage_bytes or 0) // max(fewest.major_faults, 1))
-    if fewest.name != "random":
-        return f"read from storage (median): {read}. {fewest.name} read the fewest, {per} a fault"
-    others = min((r.storage_bytes or 0) for r in result.rows if r.name != "random")
-    text = (
-        f"read from storage (median): {read}. MADV_RANDOM turns readahead off: each of its "
-        f"{fewest.major_faults:,} major faults read {per}, only the page touched, 1 in {stride}"
-    )
-    if sizes.window and sizes.window > stride:
-        text += f"; every other way read {format_size(others)} or more: its windows (up to "
-        text += f"{_pages(sizes.window)}) are wider than the {stride}-page gaps and cover them"
-    return text
 
 
 def _folio_of(touch: Touch) -> int | None:
@@ -201,13 +123,25 @@ def explain_cold_warm(cold, warm, one_major_s: float, kernel: str = "") -> str:
         text += (
             f". The other {(waited - majors) * 1e3:,.0f} ms were waited in faults counted as "
             "minor: faults on pages readahead was still reading, which slept until the read "
-            f"finished. This kernel ({kernel or 'here'}) counts them minor; older kernels "
-            "(e.g. 6.1, 5.15) count a fault that slept on a page being read as major, so "
-            "there the counts would show the wait"
+            "finished, so here the time, not the major count, shows the wait"
         )
+        if _version(kernel) >= (6, 7):
+            text += (
+                f". This kernel ({kernel}) retries such a fault under the per-VMA lock and "
+                "counts it minor; before 6.7 the retry counted it major"
+            )
     else:
         text += ". Here the major faults account for the wait: none hid behind minor faults"
     return text
+
+
+def _version(kernel: str) -> tuple[int, int]:
+    """(6, 18) from "6.18.0-1-amd64"; (0, 0) where it cannot be read."""
+    parts = kernel.split(".")[:2]
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
 
 
 def explain_strides(rows: Sequence[StrideRow], sizes: Sizes) -> list[str]:
@@ -215,12 +149,15 @@ def explain_strides(rows: Sequence[StrideRow], sizes: Sizes) -> list[str]:
     lines = []
     for r in rows:
         span = format_size(r.stride * PAGE)
+        read = "?" if r.read_bytes is None else f"{100 * r.fraction('read'):.0f}"
         head = (
             f"every {r.stride:,}th page ({span} apart): touched {100 * r.fraction('touched'):.2g}%"
-            f", read {100 * r.fraction('read'):.0f}%, mapped {100 * r.fraction('mapped'):.0f}% "
+            f", read {read}%, mapped {100 * r.fraction('mapped'):.0f}% "
             f"of the file with {r.major_faults:,} major + {r.minor_faults:,} minor faults"
         )
-        if r.major_faults * 4 <= r.touched and r.fraction("read") > 0.5:
+        if r.read_bytes is None:
+            why = f"{r.major_faults:,} of {r.touched:,} touches were major; read {read_text(None)}"
+        elif r.major_faults * 4 <= r.touched and r.fraction("read") > 0.5:
             why = (
                 f"{r.major_faults:,} of {r.touched:,} touches faulted major, yet "
                 f"{100 * r.fraction('read'):.0f}% was read: readahead kept running ahead of them"
@@ -234,8 +171,10 @@ def explain_strides(rows: Sequence[StrideRow], sizes: Sizes) -> list[str]:
         largest = max(r.folios) if isinstance(r.folios, Counter) and r.folios else None
         if largest and largest > sizes.fault_around and r.per_fault > sizes.fault_around:
             mapped += " -> large folios, built by that running readahead, mapped whole"
-        elif largest == 1 or (largest is None and r.per_fault <= sizes.fault_around):
+        elif largest == 1:
             mapped += " -> fault-around only (read-around leaves small folios)"
+        elif largest is None and r.per_fault <= sizes.fault_around:
+            mapped += " -> no more than fault-around's pages per fault (folio sizes unknown here)"
         elif largest is None:
             mapped += " -> more than fault-around maps: large folios mapped whole"
         lines.append(f"{head}\n    {why}; {mapped}")
@@ -260,8 +199,12 @@ def explain_reach(
                 "max(read_ahead_kb, the device's largest I/O: max_sectors_kb) per call"
             )
             if sizes.readahead and io_pages:
+                kib = (sizes.readahead * PAGE // 1024, io_pages * PAGE // 1024)
                 cap = max(sizes.readahead, io_pages)
-                line += f", here max({sizes.readahead:,}, {io_pages:,}) = {cap:,} pages"
+                line += (
+                    f", here max({kib[0]:,} KiB, {kib[1]:,} KiB) = {format_size(cap * PAGE)} "
+                    f"= {cap:,} pages"
+                )
             line += "; the rest is read only when touched"
         lines.append(line)
     return lines
@@ -274,26 +217,40 @@ def explain_hints(result, none: str = "none") -> list[str]:
     for row in result.rows:
         if row.name == none:
             continue
-        ratio = result.relative(row.name, none)
-        if ratio.side(1.0) == 0:
-            pace = "this run cannot tell its time from no hint's"
+        speed = result.relative(row.name, none)  # per round: > 1 means faster
+        # its time / no hint's per round, over the spread that decides "clear": the IQR, or
+        # every round when there are few (Spread.side)
+        few = len(speed.samples) < FEW_ROUNDS
+        fast, slow = (speed.max, speed.min) if few else (speed.q3, speed.q1)
+        what = "all" if few else "middle half of the"
+        spread = f"[{1 / fast:.3g}x-{1 / slow:.3g}x, {what} {len(speed.samples)} rounds]"
+        if speed.side(1.0) == 0:
+            pace = f"no clear difference in time from no hint {spread}"
         else:
-            speed = ratio.median  # per round: > 1 means faster
-            pace = f"{speed:.2f}x as fast" if speed >= 1 else f"{1 / speed:.2f}x as slow"
-        read = (row.storage_bytes or 0) / max(base.storage_bytes or 0, 1)
+            pace = f"took {1 / speed.median:.3g}x as long as no hint {spread}"
+        if row.storage_bytes is None or base.storage_bytes is None:
+            read = f"read {read_text(None)}"
+        else:
+            share = row.storage_bytes / max(base.storage_bytes, 1)
+            read = f"read {format_size(row.storage_bytes)} ({share:.2g}x no hint's)"
         line = (
-            f"{row.name}: {row.major_faults:,} major + {row.minor_faults:,} minor faults, read "
-            f"{format_size(row.storage_bytes or 0)} ({read:.2g}x no hint's): {pace}; "
-            f"{result.lead(row.name, none)}"
+            f"{row.name}: {row.major_faults:,} major + {row.minor_faults:,} minor faults, "
+            f"{read}: {pace}"
         )
-        per = format_size((row.storage_bytes or 0) // max(row.major_faults, 1))
+        per = read_text(None if row.storage_bytes is None else
+                        row.storage_bytes // max(row.major_faults, 1))  # fmt: skip
         if row.major_faults > 4 * max(base.major_faults, 1):
             line += (
                 f".\n    {row.major_faults:,} reads of {per}, each waited for in its own fault, "
                 f"against no hint's {base.major_faults:,} major fault(s) and "
-                f"{format_size(base.storage_bytes or 0)} read in all"
+                f"{read_text(base.storage_bytes)} read in all"
             )
-        elif 0.9 < read < 1.1 and row.major_faults <= 2 * max(base.major_faults, 1):
+        elif (
+            row.storage_bytes is not None
+            and base.storage_bytes is not None
+            and (0.9 < row.storage_bytes / max(base.storage_bytes, 1) < 1.1)
+            and row.major_faults <= 2 * max(base.major_faults, 1)
+        ):
             line += ".\n    About the same bytes and major faults as no hint"
         lines.append(line)
     return lines
@@ -400,11 +357,11 @@ def claim_faults(cold: Touch, rows: Sequence[StrideRow], sizes: Sizes) -> tuple[
         how = f"fault-around, up to {sizes.fault_around} pages"
 
     def shares(r: StrideRow) -> str:
-        read, mapped = 100 * r.fraction("read"), 100 * r.fraction("mapped")
-        return f"{r.faults:,} faults, {read:.3g}% read, {mapped:.3g}% mapped"
+        read = "?" if r.read_bytes is None else f"{100 * r.fraction('read'):.3g}"
+        return f"{r.faults:,} faults, {read}% read, {100 * r.fraction('mapped'):.3g}% mapped"
 
     measured = (
-        f"one cold touch: {cold.major_faults} major fault, {format_size(cold.read_bytes or 0)} "
+        f"one cold touch: {cold.major_faults} major fault, {read_text(cold.read_bytes)} "
         f"read, {cold.cached:,} pages cached, {cold.mapped_pages} mapped; every "
         f"{dense.stride}th page: {shares(dense)}; every {sparse.stride:,}th: {shares(sparse)}"
     )

@@ -12,6 +12,7 @@ page faults in the very process being measured, and drawing a map of every page 
 1 GiB file takes longer than the work. So ``Watch`` reads only cheap counters around each
 measured step (``getrusage``, ``/proc/self/io``, ``statm``), sums those intervals alone, and
 redraws between steps, showing the page cache as the share cached per stretch of the file.
+``watch_file`` is notebook 03's touch loop under such a view: evict, map with a hint, touch.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.course.lazy import PAGE, Sizes, StrideRow, Touch
+from mmlab.course.lazy import HINTS, PAGE, Sizes, StrideRow, Touch, read_counted, read_text
 from mmlab.instruments import pagecache
 from mmlab.instruments.facts import format_size
 from mmlab.instruments.proc import Counters, counters
 
-__all__ = ["Watch", "plot_hints", "plot_page_paths", "plot_strides", "plot_touch"]
+__all__ = ["Watch", "plot_hints", "plot_page_paths", "plot_strides", "plot_touch", "watch_file"]
 
 
 def _size_lines(sizes: Sizes) -> list[tuple[int, str, str]]:
@@ -207,8 +208,9 @@ class Watch:
         return (
             f"{self.title}: touched {pages:,} pages ({format_size(pages * PAGE)}) in "
             f"{t.wall_s * 1e3:,.0f} ms of work; {t.minor_faults:,} minor + {t.major_faults:,} "
-            f"major faults; {format_size(t.read_bytes or 0)} from storage; RSS grew "
-            f"{format_size(t.rss)}. Drawing ({self.figure.frames} frames, "
+            f"major faults; {read_text(read_counted(t))} from storage; RSS grew "
+            f"{format_size(t.rss)}. Drawing ({self.figure.frames} frame"
+            f"{'' if self.figure.frames == 1 else 's'}, "
             f"{self.figure.draw_seconds * 1e3:,.0f} ms) happened between the steps, uncounted"
             + (f"; {self.replayed} of them replayed the steps afterwards" if self.replayed else "")
         )
@@ -264,3 +266,24 @@ def _add(a: Counters, b: Counters) -> Counters:
 
 def _count(pages: int) -> str:
     return f"{pages:,} page{'' if pages == 1 else 's'}"
+
+
+def watch_file(path: Path, pattern: str, madvise: str, cold: bool, *, touches: int, steps: int,
+               live: bool = True, widget: bool | None = None) -> Watch:  # fmt: skip
+    """Evict ``path`` (if ``cold``), map it with the hint ``madvise`` (a key of ``HINTS``) and
+    touch ``touches`` of its pages in ``pattern`` order ("sequential", "random", "strided")
+    in ``steps`` counted steps, drawn between them. Returns the ``Watch`` (its summary)."""
+    from mmlab.instruments.access import access_order, mapped, touch_pages
+
+    pages = -(-Path(path).stat().st_size // PAGE)
+    order = access_order(pages, pattern, count=touches)
+    if cold:
+        pagecache.evict(path)
+    title = f"{pattern}, madvise={madvise}, {'cold' if cold else 'warm'} cache"
+    view = Watch(path, title, live=live, widget=widget)
+    with view, mapped(path, HINTS[madvise]) as mm:
+        for chunk in np.array_split(order, steps):
+            with view.step(len(chunk)):  # counted: the touches only
+                touch_pages(mm, chunk)
+            view.update()  # drawn here, between the counted steps
+    return view

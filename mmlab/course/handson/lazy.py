@@ -8,9 +8,10 @@ each on a fresh cold mapping, in the same call:
 
 * ``touch_stride(touch)``: ``touch(mm, stride)`` reads one byte of every stride-th page. For
   strides 1, 16 and 256 the check counts page faults and bytes read from storage on a cold
-  default mapping, for the student's function and the reference; and the pages it touched,
-  on a small cold file mapped with ``MADV_RANDOM``, where a fault reads and maps only its own
-  page, so that the mapping's ``Rss`` counts exactly the pages touched.
+  default mapping, for the student's function and the reference; and which pages it touched,
+  on a small cold file (2,048 pages) mapped with ``MADV_RANDOM``, where a fault reads and maps
+  only its own page, so that the page table (``/proc/self/pagemap``) shows exactly the pages
+  touched: the student's set must equal the reference's, page for page.
 * ``random_mapping(open_for_random)``: ``open_for_random(path)`` returns a mapping of the
   whole file. The check opens it, touches random pages of it and reads back their bytes, beside
   a default mapping and the reference (``MADV_RANDOM``), and compares the bytes read.
@@ -33,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from mmlab.course.handson.verdict import Verdict, attempt
-from mmlab.course.lazy import Sizes, mapped_bytes
-from mmlab.instruments import pagecache
+from mmlab.course.lazy import Sizes, mapped_bytes, read_counted
+from mmlab.instruments import pagecache, pagemap
 from mmlab.instruments.access import access_order, mapped, sample_file, touch_pages
 from mmlab.instruments.compare import quick_mode
 from mmlab.instruments.facts import format_size
@@ -53,7 +54,7 @@ class _Run:
     """One cold run: faults and bytes read from storage, faults of a second call, any error."""
 
     faults: int = 0
-    read_bytes: int = 0
+    read_bytes: int | None = 0  # None: reads are not counted here (read_counted)
     again: int = 0  # faults of a second call on the same, now mapped, pages
     value: int | None = None  # what the touches read (random_mapping: the bytes' sum)
     error: str | None = None
@@ -97,7 +98,15 @@ def _make_cold(path: Path) -> str | None:
 
 
 def _unavailable(exercise: str, reason: str) -> Verdict:
-    return Verdict(exercise, off=[reason], hint="run this notebook on Linux, on a disk (not tmpfs)")
+    """A verdict that judges nothing: this machine cannot measure what the check needs."""
+    return Verdict(
+        exercise,
+        off=[f"cannot judge here, whatever your code does: {reason}"],
+        hint="run this notebook on Linux, with data/ on a local disk (not tmpfs, FUSE or NFS)",
+    )
+
+
+UNCOUNTED = "bytes read are not counted on this file system (major faults read 0 bytes)"
 
 
 def _reference_touch(mm: mmap.mmap, stride: int) -> None:
@@ -115,17 +124,22 @@ def _cold_touch(path: Path, touch: Callable, stride: int) -> _Run:
         again = counters()
         attempt(touch, mm, stride)
         again = counters() - again
-    return _Run(done.minor_faults + done.major_faults, done.read_bytes or 0,
-                again.minor_faults + again.major_faults)  # fmt: skip
+    faults, again_faults = done.minor_faults + done.major_faults, again.minor_faults
+    return _Run(faults, read_counted(done), again_faults + again.major_faults)
 
 
-def _pages_touched(path: Path, touch: Callable, stride: int) -> int | None:
-    """Pages ``touch`` touched: on a cold file mapped with MADV_RANDOM a fault maps its own."""
+def _pages_touched(path: Path, touch: Callable, stride: int) -> np.ndarray | int | None:
+    """Which pages ``touch`` touched (one bool per page, from pagemap; where pagemap is
+    unreadable, how many, from smaps): on a cold file mapped with MADV_RANDOM a fault maps
+    only its own page."""
     _make_cold(path)
     with mapped(path, "random") as mm:
         if not attempt(touch, mm, stride).ok:
             return None
-        return mapped_bytes(mm) // PAGE
+        try:
+            return pagemap.present(mm)
+        except OSError:
+            return mapped_bytes(mm) // PAGE
 
 
 def _spread(values: list[int]) -> int:
@@ -140,7 +154,6 @@ def touch_stride(touch: Callable) -> Verdict:
     if isinstance(setup, str):
         return _unavailable(name, setup)
     big, small, sizes = setup
-    window_bytes = (sizes.window or 1) * PAGE
     file_bytes = big.stat().st_size
     rounds = 2 if quick_mode() else 3
     runs: dict[int, dict[str, list[_Run]]] = {s: {"yours": [], "ref": []} for s in STRIDES}
@@ -153,23 +166,29 @@ def touch_stride(touch: Callable) -> Verdict:
     if errors:
         hint = "touch(mm, stride) gets an mmap.mmap and an int; read mm[offset]"
         return Verdict(name, off=[f"your touch raised:\n{errors[0]}"], hint=hint)
+    if any(r.read_bytes is None for s in STRIDES for r in runs[s]["ref"]):
+        return _unavailable(name, UNCOUNTED)
     verdict = Verdict(name, measured={"file_bytes": file_bytes, "window_pages": sizes.window})
     for stride in STRIDES:
-        _judge_stride(verdict, stride, runs[stride], small, touch, window_bytes, file_bytes)
+        _judge_stride(verdict, stride, runs[stride], (small, touch), sizes, file_bytes)
     if verdict.off:
         verdict.hint = (
-            "touch one byte at offsets 0, stride * mmap.PAGESIZE, 2 * stride * mmap.PAGESIZE, "
-            "... up to len(mm), in increasing order (readahead follows ascending touches)"
+            "start at page 0, step a whole stride of pages (mmap.PAGESIZE bytes each) at a "
+            "time to the end of the mapping, in increasing order (readahead follows it)"
         )
     return verdict
 
 
-def _judge_stride(verdict, stride, runs, small, touch, window_bytes, file_bytes) -> None:
+def _judge_stride(verdict, stride, runs, small_and_touch, sizes, file_bytes) -> None:
+    small, touch = small_and_touch
+    window_bytes = (sizes.window or 1) * PAGE
     yours, ref = runs["yours"], runs["ref"]
-    touched = _pages_touched(small, touch, stride)
-    expected = _pages_touched(small, _reference_touch, stride)
+    which = _pages_touched(small, touch, stride)
+    expected_which = _pages_touched(small, _reference_touch, stride)
+    touched, expected = _total(which), _total(expected_which)
+    same = _same_pages(which, expected_which)
     faults = int(np.median([r.faults for r in yours]))
-    read = int(np.median([r.read_bytes for r in yours]))
+    read = int(np.median([r.read_bytes or 0 for r in yours]))
     ref_faults, ref_read = [r.faults for r in ref], [r.read_bytes for r in ref]
     windows_read = -(-max(ref_read) // window_bytes)
     noise = max(r.again for r in yours + ref)
@@ -180,19 +199,22 @@ def _judge_stride(verdict, stride, runs, small, touch, window_bytes, file_bytes)
         "reference_faults": ref_faults, "read_bytes": read, "reference_read_bytes": ref_read,
     }  # fmt: skip
     of = f"stride {stride}: "
-    small_pages = -(-SMALL_PAGES // stride)
-    if touched is None or expected is None or abs(touched - expected) > 1:
+    small_file = f"the small {format_size(SMALL_PAGES * PAGE)} check file"
+    if not same:
+        wanted = expected if expected is not None else -(-SMALL_PAGES // stride)
+        where = "" if touched != wanted else ", but not the same pages"
         verdict.off.append(
-            f"{of}your touch touched {_count(touched)} of a "
-            f"{SMALL_PAGES:,}-page file; {_every(stride)} would be "
-            f"{expected if expected is not None else small_pages:,}"
+            f"{of}on {small_file} your touch touched {_count(touched)}{where}; "
+            f"{_every(stride)} from page 0 is {wanted:,} pages"
         )
         return
+    touches = -(-file_bytes // (stride * PAGE))
     ref_f = f"{min(ref_faults):,}" + (f"-{max(ref_faults):,}" if _spread(ref_faults) else "")
     line = (
-        f"{of}{touched:,} of {SMALL_PAGES:,} pages touched ({_every(stride)}); on the cold "
-        f"{format_size(file_bytes)} file: {faults:,} faults (reference {ref_f}), read "
-        f"{format_size(read)} = {100 * read / file_bytes:.0f}% of the file (reference "
+        f"{of}{touched:,} of {expected:,} expected pages touched on {small_file} "
+        f"({_every(stride)}); on the cold {format_size(file_bytes)} file: {touches:,} touches, "
+        f"{faults:,} faults (reference {ref_f}), read {format_size(read)} = "
+        f"{100 * read / file_bytes:.0f}% of the file (reference "
         f"{format_size(int(np.median(ref_read)))})"
     )
     if abs(faults - np.median(ref_faults)) > fault_slack:
@@ -200,36 +222,59 @@ def _judge_stride(verdict, stride, runs, small, touch, window_bytes, file_bytes)
     elif abs(read - np.median(ref_read)) > read_slack:
         verdict.off.append(f"{line}: more than {format_size(read_slack)} off in bytes read")
     else:
-        verdict.right.append(f"{line}; {_lesson(stride, faults, read, file_bytes, window_bytes)}")
+        verdict.right.append(f"{line}; {_lesson(stride, faults, read, file_bytes, sizes)}")
+
+
+def _total(pages: np.ndarray | int | None) -> int | None:
+    return int(pages.sum()) if isinstance(pages, np.ndarray) else pages
+
+
+def _same_pages(yours: np.ndarray | int | None, ref: np.ndarray | int | None) -> bool:
+    """The same pages, page for page (pagemap); counted only, where pagemap is unreadable."""
+    if yours is None or ref is None:
+        return False
+    if isinstance(yours, np.ndarray) and isinstance(ref, np.ndarray):
+        return bool(np.array_equal(yours, ref))
+    return _total(yours) == _total(ref)
 
 
 def _count(pages: int | None) -> str:
     return "no pages" if not pages else f"{pages:,} page{'' if pages == 1 else 's'}"
 
 
-def _mapped_by_others(touches: int, faults: int) -> str:
+def _mapped_by_others(touches: int, faults: int, stride: int, fault_around: int) -> str:
+    """Why fewer faults than touches: a fault-around window holds at most this many touched
+    pages (1 once the stride reaches it); more touches per fault means large folios."""
     if faults >= touches:
         return ""
-    return ": a touch of a page an earlier fault had mapped (fault-around, a large folio) took none"
+    text = ". A touch of a page an earlier fault had mapped took no fault of its own"
+    per_window = max(fault_around // stride, 1)
+    if touches > faults * per_window:
+        return text + (
+            f": {touches / max(faults, 1):,.1f} touches per fault, more than the {per_window} "
+            f"touched page(s) one fault-around window ({fault_around} pages) holds: large "
+            "folios, mapped whole"
+        )
+    return text + f" (fault-around maps up to {fault_around} pages)"
 
 
 def _every(stride: int) -> str:
     return "every page" if stride == 1 else f"every {stride}th page"
 
 
-def _lesson(stride: int, faults: int, read: int, file_bytes: int, window_bytes: int) -> str:
+def _lesson(stride: int, faults: int, read: int, file_bytes: int, sizes: Sizes) -> str:
     """Why this stride read what it read, from this run: the gap against the readahead window."""
+    window_bytes = (sizes.window or 1) * PAGE
     gap, window = stride * PAGE, format_size(window_bytes)
     touches = -(-file_bytes // gap)
+    others = _mapped_by_others(touches, faults, stride, sizes.fault_around)
     if read >= 0.9 * file_bytes and gap < window_bytes:
         return (
             f"the {format_size(gap)} gaps are inside the {window} readahead window: reads "
-            f"covered them, and its {touches:,} touches took {faults:,} faults"
-        ) + _mapped_by_others(touches, faults)
-    if read >= 0.9 * file_bytes:
-        return "readahead kept running ahead of the in-order touches across the gaps" + (
-            _mapped_by_others(touches, faults)
+            f"covered them{others}"
         )
+    if read >= 0.9 * file_bytes:
+        return "readahead kept running ahead of the in-order touches across the gaps" + others
     return (
         f"the {format_size(gap)} gaps are wider than what one fault reads "
         f"({format_size(read // max(touches, 1))} per touch here): only part of the file came in"
@@ -255,7 +300,16 @@ def _open_and_touch(path: Path, opener: Callable, pages: np.ndarray) -> _Run:
         if isinstance(mm, mmap.mmap):
             mm.close()
     faults = done.minor_faults + done.major_faults
-    return _Run(faults, done.read_bytes or 0, value=value)
+    return _Run(faults, read_counted(done), value=value)
+
+
+def _window_says(sizes: Sizes) -> str:
+    """What read_ahead_kb says about a default mapping reading no more than MADV_RANDOM."""
+    if sizes.readahead is None:
+        return "read_ahead_kb is unknown here"
+    if sizes.readahead <= 1:
+        return f"read_ahead_kb is {sizes.readahead * PAGE // 1024} here: no readahead"
+    return f"read_ahead_kb is {sizes.readahead * PAGE // 1024:,}, so this file system read less"
 
 
 def _default(path: Path) -> mmap.mmap:
@@ -288,7 +342,9 @@ def random_mapping(open_for_random: Callable) -> Verdict:
     hint = "open the file, mmap all of it (length 0), call mm.madvise(...) and return mm"
     if error:
         return Verdict(name, off=[f"open_for_random: {error}"], hint=hint)
-    read = {who: [r.read_bytes for r in found] for who, found in runs.items()}
+    if any(r.read_bytes is None for who in ("default", "ref") for r in runs[who]):
+        return _unavailable(name, UNCOUNTED)
+    read = {who: [r.read_bytes or 0 for r in found] for who, found in runs.items()}
     yours, ref, default = (int(np.median(read[w])) for w in ("yours", "ref", "default"))
     slack = 2 * _spread(read["ref"]) + window_bytes
     measured = {f"{who}_read_bytes": values for who, values in read.items()}
@@ -302,9 +358,14 @@ def random_mapping(open_for_random: Callable) -> Verdict:
         f"read {format_size(yours)} through your mapping ({faults:,} faults), "
         f"{format_size(ref)} through MADV_RANDOM's, {format_size(default)} through a default one"
     )
+    if default <= ref + slack and not verdict.off:
+        return _unavailable(
+            name,
+            f"{line}: here the default read no more than MADV_RANDOM (within "
+            f"{format_size(slack)}: {_window_says(sizes)}), so no mapping can be told apart",
+        )
     if default <= ref + slack:
-        verdict.off.append(f"{line}: here the default reads no more than MADV_RANDOM, so this "
-                           "machine cannot tell them apart (read_ahead_kb is tiny)")  # fmt: skip
+        return verdict
     elif yours > ref + slack:
         verdict.off.append(f"{line}: {yours / max(ref, 1):,.0f}x the reference's")
     else:
