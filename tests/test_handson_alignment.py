@@ -86,6 +86,25 @@ def test_read_range_reports_a_raising_function_without_raising():
     assert not verdict.passed and "not written yet" in verdict.text()
 
 
+def test_read_range_is_not_checkable_where_the_reference_fails(monkeypatch):
+    def refused(path, offset, length, **kw):
+        raise OSError(19, "No such device")  # a file system that cannot be mapped
+
+    monkeypatch.setattr(alignment.align, "map_range", refused)
+    verdict = check.read_range(right_range)
+    assert not verdict.passed and verdict.measured == {"checkable": False}
+    assert verdict.off[0].startswith("not checkable here") and "No such device" in verdict.off[0]
+
+
+def test_windows_is_not_checkable_where_writes_are_not_seen_through_a_mapping(monkeypatch):
+    # a file system whose mappings do not see pwrite (FUSE direct I/O): the reference's views
+    # show stale bytes, as copies would; the check must say so, not crash or blame the student
+    monkeypatch.setattr(alignment, "_reference_windows", copies)
+    verdict = check.windows(one_mapping)
+    assert not verdict.passed and "not checkable here" in verdict.off[0]
+    assert "not seen through a mapping" in verdict.off[0]
+
+
 def one_mapping(path, n):
     with open(path, "rb") as f:
         whole = memoryview(mmap.mmap(f.fileno(), n * PAGE, access=mmap.ACCESS_READ))
@@ -160,8 +179,20 @@ def test_the_tail_explanation_says_what_was_counted():
     assert align.tail_side(tail) == "same"
     assert "1 after read(), 1 after mmap" in align.why_tail(tail)
     hidden = align.TailCost(100, 4096, None, None, "no mincore")
-    assert align.tail_side(hidden) == "not countable here"
+    assert align.tail_side(hidden) is None  # unknown: the reveal judges no prediction
     assert "no mincore" in align.why_tail(hidden)
+
+
+def test_the_alignment_claim_follows_the_tail_count():
+    tried = {0: "accepted", 100: "refused: EINVAL (Invalid argument)"}
+    counted = align.alignment_claim(tried, GRAIN, align.TailCost(100, 4096, 1, 1))
+    assert (
+        counted["verdict"].startswith("partly true")
+        and "spent with read() too" in counted["verdict"]
+    )
+    assert "offsets 100 (EINVAL) refused" in counted["measured"]
+    hidden = align.alignment_claim(tried, GRAIN, align.TailCost(100, 4096, None, None, "x"))
+    assert "not counted here" in hidden["verdict"] and "spent with read()" not in hidden["verdict"]
 
 
 def test_the_refusal_explanation_names_the_lower_limit():
@@ -172,3 +203,6 @@ def test_the_refusal_explanation_names_the_lower_limit():
     assert "open-file limit is the lower" in emfile and "4 descriptors open before" in emfile
     assert "vm.max_map_count is the lower" in mapcount.why_refusal(refusal("ENOMEM", 9, 10**6))
     assert "where the child stopped" in mapcount.why_refusal(refusal(None, 1_100_000, 2**20))
+    # the open-file limit is lower, but the VMAs the child started with ran out first
+    close = mapcount.Refusal("x", 65_000, "ENOMEM", 520, 65_530, 65_530, 65_400, 0.1, 1_100_000)
+    assert "started with 520 VMAs" in mapcount.why_refusal(close)

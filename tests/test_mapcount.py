@@ -109,6 +109,10 @@ def test_the_larger_part_is_named_only_when_the_rounds_agree():
     straddling = _split([0.44, 0.44, 0.45, 0.5, 0.55, 0.56, 0.6])  # 44% [44%–55%] in review
     assert straddling.larger_part() is None
     assert "this run cannot tell" in str(straddling)
+    claim = mapcost.overhead_claim(straddling)
+    assert claim["verdict"].startswith("true:") and "cannot tell" in claim["verdict"]
+    slow = mapcost.Split(10, 10, Spread.of([3.0] * 7), *[Spread.of([1.0] * 7)] * 6)
+    assert mapcost.overhead_claim(slow)["verdict"].startswith("not shown by this run")
 
 
 def test_first_refusal_from_the_two_limits():
@@ -119,6 +123,10 @@ def test_first_refusal_from_the_two_limits():
     assert mapcount.first_refusal(1_048_576, 1_048_576) == "ENOMEM"
     assert mapcount.first_refusal(2_000_000, 2_000_000) is None  # both above the cap
     assert mapcount.first_refusal(1_048_576, 1_000, cap=1_000) is None
+    # vm.max_map_count unknown: the limits cannot say, unless both stop at the cap anyway
+    assert mapcount.first_refusal(None, 1_024) == "unknown"
+    assert mapcount.first_refusal(None, "unlimited") is None
+    assert "cannot say" in mapcount.describe_refusal("unknown")
 
 
 def test_one_mapping_reserves_a_quarter_of_the_address_space():
@@ -174,3 +182,21 @@ def test_limits_and_refusal_in_words():
     assert "128 TiB" in text and "was accepted" in text and f"{mapcount.DEFAULT_CAP:,}" in text
     assert "EMFILE first (the open-file limit is lower)" in mapcount.describe_refusal("EMFILE")
     assert "neither" in mapcount.describe_refusal(None)
+    unknown = mapcount.describe_limits(None, "unlimited", 2**47, False)
+    assert "vm.max_map_count: unknown here" in unknown and "was refused (RLIMIT_AS" in unknown
+
+
+def _refusal(error, calls, nofile):
+    return mapcount.Refusal("x", calls, error, 40, 40 + calls, 65_530, nofile, 0.1, 1_100_000)
+
+
+def test_the_fragmentation_claim_is_worded_from_the_reservation(monkeypatch):
+    vmas, files = _refusal("ENOMEM", 32_000, 1_024), _refusal("EMFILE", 1_000, 1_024)
+    kept = mapcost.fragmentation_claim(2**47, True, vmas, files)
+    assert "quarter of it accepted" in kept["measured"] and "65,530" in kept["measured"]
+    assert kept["verdict"].startswith("partly true: on 64-bit")
+    assert "RLIMIT_NOFILE was the lower" in kept["verdict"]
+    monkeypatch.setattr(mapcount, "address_space_limit", lambda: 8 * 2**30)  # ulimit -v 8 GiB
+    capped = mapcost.fragmentation_claim(2**47, False, vmas, files)
+    assert "quarter of it refused (RLIMIT_AS 8.0 GiB)" in capped["measured"]
+    assert "not the limit" not in capped["verdict"] and "RLIMIT_AS" in capped["verdict"]

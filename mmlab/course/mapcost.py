@@ -12,7 +12,9 @@ each function below makes ``n`` calls of one kind, to time side by side with
   (no system call), to time with ``mmlab.bench.compare``; ``cost_split`` reads the split,
   ``plot_per_call`` draws microseconds per call.
 
-The limits on how many mappings a process may hold are ``mmlab.mapcount``.
+The limits on how many mappings a process may hold are ``mmlab.mapcount``. ``overhead_claim``
+and ``fragmentation_claim`` judge the blog's two claims on mappings' cost and limits from
+this run's numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import mmap
 import platform
 from dataclasses import dataclass
 
+from mmlab.course import mapcount
 from mmlab.course.mapcount import _FAILED, _MAP_SHARED, _PROT_READ, PAGE, _libc
 from mmlab.instruments.stats import FEW_ROUNDS, Spread
 
@@ -38,6 +41,8 @@ __all__ = [
     "cost_split",
     "ctypes_calls",
     "fd_calls",
+    "fragmentation_claim",
+    "overhead_claim",
     "plot_per_call",
     "python_mmaps",
     "refused_mmaps",
@@ -147,7 +152,10 @@ class Split:
             ("the rest (Python's object)", self.rest),
         )
         for label, part in parts:
-            lines.append(f"  {label:<30}{part.text('.2g', ' µs')} ({self.share(part).text('.0%')})")
+            # a part is a difference of timings: below 0 in some rounds means noise, not time
+            noisy = ": below 0 in some rounds, within this run's noise" if part.q1 < 0 else ""
+            share = self.share(part).text(".0%")
+            lines.append(f"  {label:<30}{part.text('.2g', ' µs')} ({share}){noisy}")
         lines.append("  (each part's median over the rounds: they need not add up to 100% exactly)")
         lines.append(
             f"ctypes' own cost, taken off above: {self.ctypes_mmap.text('.2g', ' µs')} per mmap "
@@ -195,6 +203,70 @@ def why_size(split: Split) -> str:
         f"touched; the range of the rounds ({ratio.min:.2f}x to {ratio.max:.2f}x) shows how "
         "much of it is this run's noise: run the cell again"
     )
+
+
+def overhead_claim(split: Split) -> dict:
+    """The blog's claim on the kernel overhead of mappings, judged from this run's ``split``
+    (``cost_split``). Returns ``measured`` and ``verdict`` for ``mmlab.results.claim``."""
+    ratio, n = split.large_over_one.median, split.n
+    measured = (
+        f"map and unmap, median of {len(split.python.samples)} interleaved rounds: one page "
+        f"{split.python.median:.2g} µs with mmap.mmap, a {split.pages:,}-page mapping "
+        f"{ratio:.2f}x that, so {n:,} one-page mappings cost {n / ratio:,.0f}x one large one; "
+        f"the mmap and munmap system calls are {split.share(split.kernel).median:.0%} of "
+        f"mmap.mmap's time, fstat + dup + close {split.share(split.fd).median:.0%}"
+    )
+    larger = {
+        "kernel": "most of each is the system calls",
+        "python": "most of each is Python's mmap object",
+        None: "system calls and Python's object take about half each (this run cannot tell "
+        "which more)",
+    }[split.larger_part()]
+    if 0.5 < ratio < 2:
+        verdict = (
+            f"true: each mapping is a system call and a kernel object (a VMA), and its cost "
+            f"hardly depends on its size ({ratio:.2f}x for {split.pages:,} times the pages): the "
+            f"count of mappings is what costs; {larger}"
+        )
+    else:
+        verdict = (
+            f"not shown by this run: the large mapping took {ratio:.2f}x a one-page one, more "
+            f"than recording one VMA explains (noise: run it again); {larger}"
+        )
+    return {"measured": measured, "verdict": verdict}
+
+
+def fragmentation_claim(
+    top: int, accepted: bool, vmas: mapcount.Refusal, files: mapcount.Refusal
+) -> dict:
+    """The blog's claim on fragmentation and limited address space, judged from this run:
+    one mapping of a quarter of the address space ``accepted`` or not (``reserve``), and
+    the two children. Returns ``measured`` and ``verdict`` for ``mmlab.results.claim``."""
+    lower = {
+        "EMFILE": "RLIMIT_NOFILE was the lower here",
+        "ENOMEM": "vm.max_map_count was the lower here",
+        None: f"neither limit was reached below {files.cap:,} here",
+    }.get(files.error, f"the calls failed with {files.error}")
+    capped = mapcount.address_space_limit()
+    measured = (
+        f"address space about {top / 2**40:g} TiB, one mapping of a quarter of it "
+        f"{'accepted' if accepted else 'refused'}"
+        + (f" (RLIMIT_AS {capped / 2**30:,.1f} GiB)" if capped else "")
+        + f"; a child splitting one anonymous mapping with mprotect {vmas.end} at "
+        f"{vmas.vmas:,} VMAs (vm.max_map_count {vmas.max_map_count:,}); one made "
+        f"{files.calls:,} one-page mmap.mmap calls, then {files.end} (RLIMIT_NOFILE soft "
+        f"{files.nofile_soft:,}: each holds a duplicated file descriptor)"
+    )
+    space = (
+        "partly true: on 64-bit the address space is not the limit"
+        if accepted
+        else "true here: this process's address space is capped"
+        + (" by RLIMIT_AS (ulimit -v)" if capped else "")
+        + ", so one large mapping was refused"
+    )
+    count = "the count of mappings is" if accepted else "the count of mappings is a limit too"
+    verdict = f"{space}; {count}, and for Python's mmap so is the open-file limit: {lower}"
+    return {"measured": measured, "verdict": verdict}
 
 
 def cost_split(cost, n: int, pages: int) -> Split:

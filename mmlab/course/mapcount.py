@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_CAP",
     "Counts",
     "Refusal",
+    "address_space_limit",
     "address_space_top",
     "count_fds",
     "count_vmas",
@@ -85,8 +86,9 @@ def count_vmas() -> int:
 
 
 def address_space_top() -> int:
-    """The highest user address this process has mapped (its stack sits near the top of the
-    address space the kernel gives it), rounded up to a power of two: 2**47 is 128 TiB."""
+    """An estimate of the address space the kernel gives this process: its highest mapped
+    address (the stack sits near the top) rounded up to a power of two, 2**47 (128 TiB) on
+    most x86-64; 5-level paging and arm64's 39- or 48-bit layouts differ."""
     ends = [
         int(line.split("-", 1)[1].split()[0], 16)
         for line in Path("/proc/self/maps").read_text().splitlines()
@@ -107,28 +109,51 @@ def reserve(nbytes: int) -> bool:
     return True
 
 
-def first_refusal(max_map_count: int, nofile_soft: int | str | None, cap: int = DEFAULT_CAP):
+def address_space_limit() -> int | None:
+    """This process's ``RLIMIT_AS`` (``ulimit -v``) in bytes, or ``None`` if unlimited."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def first_refusal(
+    max_map_count: int | None, nofile_soft: int | str | None, cap: int = DEFAULT_CAP
+) -> str | None:
     """Which error one-page ``mmap.mmap`` calls should meet first: ``"EMFILE"`` if the
     open-file soft limit is the lower, ``"ENOMEM"`` if ``vm.max_map_count`` is, ``None`` if
-    both are at or above ``cap``, where the child stops first."""
+    both are at or above ``cap``, where the child stops first; ``"unknown"`` if
+    ``vm.max_map_count`` is. (The limits, not the room left: a child starts with a few
+    hundred VMAs and a few descriptors, which decides only when the two limits are that close.)"""
     files = nofile_soft if isinstance(nofile_soft, int) else math.inf
+    if max_map_count is None:
+        return "unknown" if files < cap else None
     if min(files, max_map_count) >= cap:
         return None
     return "EMFILE" if files < max_map_count else "ENOMEM"
 
 
 def describe_limits(
-    max_map_count: int, nofile_soft: int | str | None, top: int, accepted: bool
+    max_map_count: int | None, nofile_soft: int | str | None, top: int, accepted: bool
 ) -> str:
     """This process's address space ``top`` (``address_space_top``), whether one ``PROT_NONE``
     mapping of a quarter of it was ``accepted`` (``reserve``), and the two limits, in words."""
     files = f"{nofile_soft:,}" if isinstance(nofile_soft, int) else str(nofile_soft)
+    vmas = "unknown here" if max_map_count is None else f"{max_map_count:,} VMAs"
+    capped = address_space_limit()
+    why = (
+        ""
+        if accepted
+        else f" (RLIMIT_AS, ulimit -v, caps it at {capped / 2**30:,.1f} GiB)"
+        if capped
+        else " (RLIMIT_AS is unlimited: the kernel's overcommit rules refused it)"
+    )
     return (
-        f"address space of this process: about {top / 2**40:g} TiB (its highest mapped address, "
-        f"rounded up to a power of two); one PROT_NONE mapping of {top / 4 / 2**40:g} TiB was "
-        f"{'accepted' if accepted else 'refused'}\nvm.max_map_count: {max_map_count:,} VMAs; "
-        f"RLIMIT_NOFILE soft limit: {files} open files; the children below stop at "
-        f"{DEFAULT_CAP:,} calls"
+        f"address space of this process: about {top / 2**40:g} TiB (an estimate: its highest "
+        f"mapped address, rounded up to a power of two); one PROT_NONE mapping of "
+        f"{top / 4 / 2**40:g} TiB was {'accepted' if accepted else 'refused'}{why}\n"
+        f"vm.max_map_count: {vmas}; RLIMIT_NOFILE soft limit: {files} open files; the children "
+        f"below stop at {DEFAULT_CAP:,} calls"
     )
 
 
@@ -136,6 +161,8 @@ def describe_refusal(first: str | None, cap: int = DEFAULT_CAP) -> str:
     """What ``first_refusal`` predicts, in words."""
     if first is None:
         return f"neither limit is reached below {cap:,} calls, where the child stops"
+    if first == "unknown":
+        return "vm.max_map_count is unknown here, so the limits cannot say: the child finds out"
     why = {"EMFILE": "the open-file limit", "ENOMEM": "vm.max_map_count"}[first]
     return f"one-page mmap.mmap calls should meet {first} first ({why} is lower)"
 
@@ -207,6 +234,12 @@ def why_refusal(files: Refusal) -> str:
             f"vm.max_map_count is the lower: the child held {files.vmas:,} VMAs when the "
             "kernel refused one more"
         )
+        if soft < limit:  # the limits said EMFILE: the VMAs it started with decided
+            lower = (
+                f"the open-file limit is lower, but the child started with "
+                f"{files.vmas_before:,} VMAs, so it held {files.vmas:,} when the kernel "
+                "refused one more, before running out of descriptors"
+            )
     elif files.error is None:
         lower = f"both are at or above {files.cap:,}, where the child stopped"
     else:

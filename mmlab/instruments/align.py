@@ -20,6 +20,7 @@ __all__ = [
     "TailCost",
     "align_down",
     "align_up",
+    "alignment_claim",
     "allocation_granularity",
     "describe_padding",
     "map_range",
@@ -124,16 +125,24 @@ def describe_padding(
         )
     stride = min((o for o, _ in sections.values() if o > at), default=nbytes) - at
     rest = nbytes - (at + size)
+    # upper bounds: a read() reads ahead only from the file's start, sequentially, or when
+    # larger than the window; a lone read() of a field in the middle reads just the field.
+    # A fault reads a window around the faulting page by default (half of it after).
     reach = {
-        "read() of it": read_ahead_kb * 1024,
-        "a fault in a mapping of it": read_ahead_kb * 512,
+        "read() of it": (read_ahead_kb * 1024, "when read sequentially or from the file's start"),
+        "a fault in a mapping of it": (read_ahead_kb * 512, "by default (half a window after)"),
     }
-    for how, ahead in reach.items():
+    for how, (ahead, when) in reach.items():
         whole = ": all the rest of this file" if ahead >= rest else ""
         lines.append(
             f"read_ahead_kb {read_ahead_kb:,}: {how} may bring up to {ahead / stride:.1f} "
-            f"sections' worth ({stride:,} B apart) after the part read into the page cache{whole}"
+            f"sections' worth ({stride:,} B apart) after the part read into the page cache, "
+            f"{when}{whole}"
         )
+    lines.append(
+        "(upper bounds: one read() of a field in the middle of the file, on its own, reads "
+        "just that field; the kernel reads ahead once reads look sequential)"
+    )
     return "\n".join(lines)
 
 
@@ -194,12 +203,12 @@ def why_padding(
     )
 
 
-def tail_side(tail: TailCost) -> str:
+def tail_side(tail: TailCost) -> str | None:
     """Which way of reading left more of the file's pages in the page cache: ``"read"``,
-    ``"mmap"``, ``"same"`` (as many), or ``"not countable here"``."""
+    ``"mmap"``, ``"same"`` (as many), or ``None`` where this process cannot count them."""
     r, m = tail.cached_after_read, tail.cached_after_mmap
     if r is None or m is None:
-        return "not countable here"
+        return None
     return "same" if r == m else "read" if r > m else "mmap"
 
 
@@ -208,7 +217,7 @@ def why_tail(tail: TailCost) -> str:
     touch of a mapping, from this run's counts and the page size."""
     page = page_size()
     pages = -(-tail.size // page)
-    if tail_side(tail) == "not countable here":
+    if tail_side(tail) is None:
         return (
             f"this process cannot count the file's cached pages ({tail.why}), so the run "
             f"cannot show it; the page cache holds whole pages of {page:,} bytes either way"
@@ -218,9 +227,19 @@ def why_tail(tail: TailCost) -> str:
         f"has {pages} of them, so read() and a touch of a mapping both bring in that page "
         f"({tail.cached_after_read} after read(), {tail.cached_after_mmap} after mmap): "
         f"{tail_waste(tail.size):,} of its bytes past the file's end, with either way of "
-        f"reading (readahead has no further page to read). On disk it takes "
-        f"{tail.disk_bytes:,} bytes: whole blocks of the file system, or 0 if it lives inline "
-        "in its inode."
+        f"reading (readahead has no further page to read). "
+        + _disk_words(tail.disk_bytes, tail.size)
+    )
+
+
+def _disk_words(disk: int, size: int) -> str:
+    """What ``st_blocks`` said the file takes on disk, in words from its value."""
+    if disk == 0:
+        return f"On disk its {size:,} bytes take no block (st_blocks 0): they live in its inode."
+    kind = "more than" if disk > size else "no more than"
+    return (
+        f"On disk it takes {disk:,} bytes (st_blocks), {kind} its {size:,}: file systems "
+        "allocate blocks, not bytes (compression or inline storage can take less)."
     )
 
 
@@ -276,6 +295,31 @@ def tail_cost(path: str | os.PathLike[str]) -> TailCost:
     return TailCost(st.st_size, st.st_blocks * 512, by_read, by_mmap)
 
 
+def alignment_claim(outcomes: dict[int, str], granularity: int, tail: TailCost) -> dict:
+    """The blog's claim on alignment and waste, judged from this run: the offsets ``mmap``
+    refused (``outcomes`` as for ``why_offsets``) and the small file's ``tail``. Returns
+    ``measured`` and ``verdict`` for ``mmlab.results.claim``."""
+    page, gb = page_size(), 10**9
+    refused = ", ".join(f"{o} ({r.split()[1]})" for o, r in outcomes.items() if r != "accepted")
+    measured = (
+        f"offsets {refused or 'none'} refused (granularity {granularity:,}); the last page "
+        f"wastes at most {page - 1:,} bytes: {tail_waste(gb) / (gb + tail_waste(gb)):.1e} of a "
+        f"1 GB file's mapping, {tail_waste(100) / page:.0%} of a 100-byte file's, which had "
+        f"{tail.cached}, and {tail.disk_bytes:,} bytes on disk"
+    )
+    side = tail_side(tail)
+    spent = {
+        "same": "that page of cache and block of disk are spent with read() too",
+        None: "read() needs whole pages of cache too (not counted here)",
+    }.get(side, f"here read() left {tail.cached_after_read} cached, mmap {tail.cached_after_mmap}")
+    verdict = (
+        "partly true: offsets must be multiples of the granularity, and a size that is not a "
+        f"multiple of the page leaves part of one page unused; but {spent}: mmap adds only "
+        "address space (and bytes past the end that read as zeros and are not saved)"
+    )
+    return {"measured": measured, "verdict": verdict}
+
+
 def _largest_gap(sections: dict[str, tuple[int, int]]) -> tuple[str, int, int]:
     """The section followed by the most padding: (its name, where it ends, where the next
     section, or nothing, starts)."""
@@ -309,7 +353,7 @@ def plot_sections(
     page, kib = page_size(), 1024
     colours = {name: f"C{k % 10}" for k, name in enumerate(sections)}
     for ax in axes:
-        ax.axvspan(0, nbytes / kib, color="0.85", lw=0)
+        ax.barh(0, nbytes / kib, left=0, color="0.85", lw=0)  # grey only where no section is
         for name, (offset, size) in sections.items():
             ax.barh(0, size / kib, left=offset / kib, color=colours[name], edgecolor="white")
         ax.set_yticks([])
