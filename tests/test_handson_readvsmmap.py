@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mmlab.course import check
-from mmlab.course.handson import readvsmmap
+from mmlab.course.handson import crossover, readvsmmap
 from mmlab.instruments.spread import MARGIN, Spread
 from mmlab.instruments.stats import BenchResult, Row
 
@@ -44,13 +44,13 @@ LEVEL = [0.98, 1.01, 0.97, 0.99, 1.0, 0.96, 1.02]
 @pytest.fixture
 def fixed_races(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(readvsmmap, "_file_bytes", lambda: 2 * mmap.PAGESIZE)
-    monkeypatch.setattr(readvsmmap, "_RACES", {})  # races kept per kernel: start afresh
+    monkeypatch.setattr(crossover, "_file_bytes", lambda: crossover.BLOCK_SIZES[-1])
+    monkeypatch.setattr(crossover, "_RACES", {})  # races kept per kernel: start afresh
 
     def use(by_index: list[list[float]]):
-        table = dict(zip(readvsmmap.BLOCK_SIZES, by_index, strict=True))
+        table = dict(zip(crossover.BLOCK_SIZES, by_index, strict=True))
         monkeypatch.setattr(
-            readvsmmap, "_race", lambda path, block, rounds: _race_with(table[block])
+            crossover, "_race", lambda path, block, rounds: _race_with(table[block])
         )
 
     return use
@@ -77,7 +77,7 @@ def test_the_crossover_is_where_the_lead_ends_by_the_spread_not_the_medians(fixe
     fixed_races([AHEAD, STILL_AHEAD, FADING, LEVEL, LEVEL, LEVEL])
     solved = check.crossover(solution)
     assert solved.passed, solved.text()
-    assert solved.measured["crossover"] == readvsmmap.BLOCK_SIZES[2]
+    assert solved.measured["crossover"] == crossover.BLOCK_SIZES[2]
     wrong = check.crossover(medians_only)
     assert not wrong.passed
     assert "already ended" in wrong.text() and "5 of 7 rounds" in wrong.text()
@@ -99,6 +99,35 @@ def test_an_answer_too_early_or_not_a_block_size_or_an_error_fails(fixed_races):
     assert not check.crossover(lambda race, sizes: 12345).passed
     raised = check.crossover(lambda race, sizes: 1 / 0)
     assert not raised.passed and "ZeroDivisionError" in raised.text()
+
+
+def test_a_block_size_in_kib_or_off_the_page_grid_is_refused_with_a_verdict(fixed_races):
+    fixed_races([AHEAD, STILL_AHEAD, FADING, LEVEL, LEVEL, LEVEL])
+    for wrong_size in (4, 16, mmap.PAGESIZE + 1, 0, -mmap.PAGESIZE, 1.5, 10**12):
+        verdict = check.crossover(lambda race, sizes, b=wrong_size: race(b) and sizes[0])
+        assert not verdict.passed
+        assert "block sizes are in bytes" in verdict.text(), verdict.text()
+
+
+def test_the_starters_verdict_does_not_give_the_crossover_away(fixed_races):
+    fixed_races([AHEAD, STILL_AHEAD, FADING, LEVEL, LEVEL, LEVEL])
+    starter = check.crossover(lambda race, sizes: race(sizes[0]) and None)
+    assert not starter.passed
+    assert "racing 4 KiB" in starter.text() or mmap.PAGESIZE != 4096
+    assert "16 KiB" not in starter.text() and "64 KiB" not in starter.text()
+
+
+def test_the_reveal_says_when_mmap_leads_again_and_where_the_sweep_disagrees(fixed_races):
+    fixed_races([AHEAD, STILL_AHEAD, FADING, LEVEL, STILL_AHEAD, LEVEL])
+    found, why = crossover.crossover_found()
+    assert found == crossover.BLOCK_SIZES[2] // 1024
+    assert "clearly ahead again at " + crossover.size_label(crossover.BLOCK_SIZES[4]) in why
+    sweep = _race_with(AHEAD)  # the sweep's race of the check's crossover size: mmap ahead
+    sweep.params = {"size": SIZE, "block_size": crossover.BLOCK_SIZES[2]}
+    table = {("sequential", "warm", crossover.BLOCK_SIZES[2]): sweep}
+    _, beside = crossover.crossover_found(table)
+    assert "The two races disagree at " + crossover.size_label(crossover.BLOCK_SIZES[2]) in beside
+    assert "data/crossover.bin" in beside and "2 methods" in beside
 
 
 def test_the_real_races_judge_the_reference_right_and_the_starter_wrong(tmp_path, monkeypatch):
@@ -196,8 +225,57 @@ def test_the_fastest_reveal_says_when_the_rounds_do_not_separate_the_first_two()
 
     race = _race_with(FADING)  # mmap slice ahead by its median, not by its rounds
     race.params = {"size": SIZE, "block_size": 2**20}
-    assert readrace.fastest(race) == "mmap slice"
-    assert "the rounds do not separate mmap slice from read" in readrace.why_fastest(race)
+    assert readrace.fastest(race) == "mmap slice or read"
+    assert readrace.fastest(race, "read") == "read"  # the runner-up, as good: never wrong
+    assert readrace.fastest(race, "mmap slice") == "mmap slice"
+    assert readrace.fastest(race, "pread") == "mmap slice or read"
+    from mmlab import predict
+
+    predict.lock("test04", "tie", "read")
+    assert predict.reveal("test04", "tie", measured=readrace.fastest(race, "read")).right
+    assert "the rounds do not separate mmap slice and read" in readrace.why_fastest(race)
     clear = _race_with(AHEAD)
     clear.params = race.params
+    assert readrace.fastest(clear, "read") == "mmap slice"
     assert "do not separate" not in readrace.why_fastest(clear)
+
+
+def test_a_tie_is_only_with_the_methods_right_below_the_fastest():
+    from mmlab.course import readrace
+
+    rows = [
+        _row("numpy.memmap sum", [0.010] * 7),
+        _row("pread", [0.0125] * 7),  # clearly behind in every round
+        _row("mmap slice", [0.009, 0.02, 0.0095, 0.02, 0.013, 0.02, 0.0097]),  # wide spread
+    ]
+    race = BenchResult(rows, None, 7, [], margin=MARGIN)
+    race.params = {"size": SIZE, "block_size": 2**20}
+    assert readrace.fastest(race, "mmap slice") == "numpy.memmap sum"
+
+
+def test_the_slowest_mmap_slice_is_explained_by_its_copy_not_by_its_advantages():
+    from mmlab.course import readrace
+
+    behind = _race_with([0.8, 0.82, 0.79, 0.81, 0.8, 0.83, 0.8])
+    behind.params = {"size": SIZE, "block_size": 2**20}
+    why = readrace.why_fastest(behind)
+    assert "Slowest here (lowest median): mmap slice" in why
+    assert "the kernel's copy ran faster in every round" in why
+    assert "no system call per block" not in why.split("Slowest here")[1]
+
+
+def test_the_cold_random_reveal_says_when_the_cold_race_read_from_the_cache():
+    from mmlab.course import readrace
+    from mmlab.instruments.facts import Fact, Unknown
+
+    table = _cold_random(AHEAD, major=40)
+    race = table["random", "cold", 4096]
+    race.rows = [dataclasses.replace(row, storage_bytes=0) for row in race.rows]
+    report = _Report(128)
+    report.eviction_works = Unknown("not measured")
+    assert "read from the page cache" in readrace.why_cold_random(table, report)
+    report.eviction_works = Fact(True, "measured")
+    race.rows = [dataclasses.replace(row, storage_bytes=None) for row in race.rows]
+    assert "not counted here" in readrace.why_cold_random(table, report)
+    laptop = readrace.why_cold_random(_cold_random(AHEAD, major=40), _Report(128))
+    assert "stops reading around" in laptop

@@ -51,3 +51,55 @@ def test_the_claim_judges_the_case_raced_twice_on_both_races(tmp_path):
     assert "quick mode, provisional; sections 2 and 3 disagree on 1,024 KiB" in verdict
     assert "the memmap sum was faster than read() here" in verdict
     assert "1,024 KiB 1.18x [1.18–1.18] (section 2: 0.95x" in row["measured"]
+
+
+def test_the_cache_claim_counts_the_copy_and_says_a_virtual_machine_cannot_tell(monkeypatch):
+    from mmlab.course import readreveal
+
+    monkeypatch.setattr(readreveal, "l3_bytes", lambda: 480 * 2**20)
+    vm = SimpleNamespace(hypervisor=SimpleNamespace(value=True))
+    text = readrace.cache_fit(256 * 2**20, 256 * 2**20, vm)
+    assert "768 MiB" in text and "host's" in text and "fits" not in text
+    bare = SimpleNamespace(hypervisor=SimpleNamespace(value=False))
+    assert "main memory" in readrace.cache_fit(256 * 2**20, 256 * 2**20, bare)
+    assert "may read from that cache" in readrace.cache_fit(32 * 2**20, 32 * 2**20, bare)
+    monkeypatch.setattr(readreveal, "l3_bytes", lambda: None)
+    assert "unknown" in readrace.cache_fit(2**20, 2**20, bare)
+
+
+def test_a_per_block_cost_within_the_noise_is_called_so():
+    small = _race([0.0100, 0.0101, 0.0102, 0.0099, 0.0100], block=4096)
+    small.params["size"] = 2**25
+    small.rows = [
+        r if r.name != "read" else _fake("s", "w", 4096, {"read": [0.03] * 5}).rows[0]
+        for r in small.rows
+    ]
+    large = _race([0.0100, 0.0102, 0.0098, 0.0101, 0.0099])
+    large.params["size"] = 2**25
+    table = {("sequential", "warm", 4096): small, KEY: large}
+    why = readrace.why_block_gain(table)
+    assert "mmap slice's cost per block did not rise above this run's noise" in why
+    assert "a lower bound" in why
+
+
+def test_section_4s_reasons_use_this_notebooks_cache_line_and_call_pages_per_fault_averages(
+    monkeypatch,
+):
+    from mmlab.course import readreveal
+    from mmlab.instruments import reasons
+
+    printed = (
+        "Caches: the file is 256 MiB and fits in the 480 MiB last-level (L3) cache this CPU "
+        "reports (in a virtual machine: the host's); transparent huge pages back 100% of it\n"
+        "  at most 149 pages per fault here: more than the 16 pages fault-around maps"
+    )
+    monkeypatch.setattr(reasons, "sweep_explained", lambda *a, **k: printed)
+    monkeypatch.setattr(readreveal, "l3_bytes", lambda: 480 * 2**20)
+    report = _report()
+    report.hypervisor = SimpleNamespace(value=True)
+    table = {KEY: _race([0.02] * 5)}
+    table[KEY].params["size"] = 256 * 2**20
+    text = readrace.sweep_explained(table, report, 256 * 2**20)
+    assert "fits in" not in text and "768 MiB" in text and "host's cache" in text
+    assert "; transparent huge pages back 100%" in text
+    assert "at most" not in text and "149 pages per fault on average" in text
