@@ -159,7 +159,7 @@ def _predictions(notebook: str) -> list[dict]:
     reveals = predict.revealed()
     rows = []
     for p in predict.locked():
-        if p.notebook != notebook:
+        if p.notebook != notebook or p.value is None:  # None: no prediction was made
             continue
         row = {"kind": "prediction", "name": p.key, "value": _jsonable_or_text(p.value)}
         row |= {"unit": p.unit, "after_reveal": p.after_reveal}
