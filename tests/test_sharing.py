@@ -116,3 +116,13 @@ def test_exit_and_pss_lines_say_what_happened():
     assert "2 readers" in sharing.pss_lines(steps, sizes)[1]
     steps[-1]["cached"] = 0
     assert "dropped" in sharing.exit_lines(steps)[-1]
+
+
+def test_step_lines_name_each_count():
+    from mmlab.course import sharing as readers
+
+    step = {"readers": 1, "rss": 2**21, "pss": 2**20, "uss": 2**20, "cached": 3 * 2**20}
+    step |= {"all_pss_anon": 0, "all_pss_file": 2**20}
+    (line,) = readers.step_lines([step])
+    assert line.startswith("1 reader : store pages RSS    2.0 MiB, PSS    1.0")
+    assert "page cache    3.0 MiB" in line

@@ -17,7 +17,6 @@ NumPy arrays in RAM stay flat under fork), ``freeze_effect`` and ``why_freeze``
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ __all__ = [
     "epoch_in_process",
     "freeze_effect",
     "numpy_arm",
+    "one_sample",
     "speed_lines",
     "usable_cpus",
     "why_forkserver_gap",
@@ -43,19 +43,20 @@ MiB = 2**20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def usable_cpus(report) -> tuple[int, str]:
+def usable_cpus(report) -> tuple[float, str]:
     """CPUs the workers may run on at once, from a ``machine.report``: the fewer of
-    ``cpus_usable`` (affinity) and ``cgroup_cpu_limit`` rounded up; and a phrase naming both."""
+    ``cpus_usable`` (affinity) and ``cgroup_cpu_limit`` (a quota may be fractional: 1.5 CPUs
+    is 1.5 CPU-seconds per second, however many threads run); and a phrase naming both."""
     aff = report.cpus_usable
-    cpus = aff.value if aff.known else os.cpu_count() or 1
+    cpus: float = aff.value if aff.known else os.cpu_count() or 1
     said = f"affinity {cpus}" if aff.known else f"os.cpu_count() {cpus}"
     quota = report.cgroup_cpu_limit
     if quota.known and not isinstance(quota.value, str):
-        cpus = min(cpus, max(1, math.ceil(quota.value)))
+        cpus = min(cpus, quota.value)
         said += f", cgroup CPU quota {quota.value:g}"
     else:
         said += f", cgroup CPU quota {quota.value if quota.known else 'unknown'}"
-    return cpus, f"{cpus} CPUs ({said})"
+    return cpus, f"{cpus:g} CPUs ({said})"
 
 
 def epoch_in_process(dataset, *, batch_size: int = 256) -> float:
@@ -72,7 +73,7 @@ def speed_lines(
     runs: list[EpochRun],
     per_batch: dict[str, float],
     alone: dict[str, float],
-    cpus: int,
+    cpus: float,
     cpus_said: str | None = None,
 ) -> list[str]:
     """Cell lines: per batch, the work (getitem + collate timed in this process, ``per_batch``,
@@ -91,34 +92,59 @@ def speed_lines(
             f"{run.label}: the work {work * 1e3:.2f} ms per batch x {n:,} batches = {work * n:.2f}"
             f" s; epoch without workers {alone[run.label]:.2f} s; with {len(run.start)} workers "
             f"{run.seconds:.2f} s, their CPU {w * 1e3:.2f} ms + this process's {m * 1e3:.2f} ms "
-            f"per batch (best on {cpus} idle CPUs: {best:.2f} s)"
+            f"per batch (best on {cpus:g} idle CPUs: {best:.2f} s)"
         )
-    lines.append(f"CPUs the workers may use: {cpus_said or cpus}")
+    lines.append(f"CPUs the workers may use: {cpus_said or f'{cpus:g}'}")
     gap = [alone[r.label] / (per_batch[r.label] * r.batches) for r in runs]
     lines.append(
         f"epochs without workers took {min(gap):.1f} to {max(gap):.1f}x the work x batches: the "
-        "rest is the DataLoader's own steps (shuffled indices, fetching) and can be CPU cache "
-        "misses (the timing repeats one batch, whose records stay cached; an epoch reads all)"
+        "rest is the DataLoader's own steps (shuffled indices, fetching), can be CPU cache "
+        "misses (the timing repeats one batch, whose records stay cached; an epoch reads all), "
+        "and, on a busy machine, time other processes held the CPUs (an epoch is wall time)"
     )
     ratios = [run.seconds / alone[run.label] for run in runs]
     slower, faster = sum(r > 1.2 for r in ratios), sum(r < 1 / 1.2 for r in ratios)
     rest = len(runs) - slower - faster
-    unsure = f", {rest} within 20% (one run cannot tell)" if rest else ""
+    unsure = f", {rest} within 20%" if rest else ""
     lines.append(
         f"-> with workers, {slower} of {len(runs)} arms were over 1.2x slower, {faster} over "
         f"1.2x faster{unsure}"
     )
+    lines.append(f"   {one_sample(runs, alone)}")
     if min(cost) > 0:
         win, lose = sum(r < 1 / 1.1 for r in best_ratio), sum(r > 1.1 for r in best_ratio)
         lines.append(
             f"-> handing each batch over (shared memory, pickling, unpickling) cost {min(cost):.2f}"
-            f" to {max(cost):.2f} ms of CPU per batch on top of the work; even on {cpus} idle "
-            f"CPUs, workers could beat no workers by over 10% in {win} of {len(runs)} arms, and "
-            f"would lose by over 10% in {lose}"
+            f" to {max(cost):.2f} ms of CPU per batch on top of the work; even on {cpus:g} idle "
+            f"CPUs, workers could beat no workers by over 10% in {_count(win, len(runs))} arms, "
+            f"and would lose by over 10% in {_count(lose, len(runs))}"
         )
     else:
         lines.append("-> this run cannot tell what handing batches over costs (CPU times noisy)")
     return lines
+
+
+def _count(k: int, n: int) -> str:
+    """ "none of the 3", "2 of 3", "all 3"."""
+    return f"none of the {n}" if k == 0 else f"all {n}" if k == n else f"{k} of {n}"
+
+
+def one_sample(runs: list[EpochRun], alone: dict[str, float]) -> str:
+    """What one epoch per arm each way can support: each arm was timed once with workers
+    (section 3) and once without (later), not interleaved, so a ratio is one sample."""
+    ratios = [run.seconds / alone[run.label] for run in runs]
+    same_way = all(r > 1.2 for r in ratios) or all(r < 1 / 1.2 for r in ratios)
+    return (
+        f"One epoch per arm each way (with / without workers: {min(ratios):.1f} to "
+        f"{max(ratios):.1f}x), timed in different cells, not interleaved: one sample each. "
+        "On a busy or shared machine one epoch can swing by 20% or more, so "
+        + (
+            f"what the verdict rests on is that all {len(runs)} arms went the same way, each "
+            "by over 1.2x; rerun both cells to see how much the ratios move."
+            if same_way
+            else "this run cannot say more than which way the median arm went; rerun both cells."
+        )
+    )
 
 
 # -- the reveals: what the workers did in this run, and why ---------------------------------
@@ -208,10 +234,11 @@ def why_forkserver_gap(served: list[EpochRun], array_bytes: int) -> str:
         f"with {arr.start_method}, a NumPy worker held {arr.after() / MiB:.1f} MiB of USS and "
         f"a store worker {sto.after() / MiB:.1f} MiB: {gap / MiB:.1f} MiB more, "
         f"{gap / array_bytes:.0%} of the arrays' {array_bytes / MiB:.1f} MiB. A worker that is "
-        "not forked gets the dataset pickled into it: the arrays arrive as a private copy in "
-        "each worker's anonymous memory, while the store pickles only its path, and its "
-        "workers map the same page-cache pages, which count in no worker's USS once two map "
-        "them. This holds wherever workers are spawned: macOS, Windows, Linux from Python 3.14."
+        "not forked from this process gets the dataset pickled into it: the arrays arrive as a "
+        "private copy in each worker's anonymous memory, while the store pickles only its "
+        "path, and its workers map the same page-cache pages, which count in no worker's USS "
+        "once two map them. This holds under spawn (the default on macOS and Windows) and "
+        "forkserver (the default on Linux from Python 3.14)."
     )
 
 
@@ -223,7 +250,7 @@ def workers_effect(runs: list[EpochRun], alone: dict[str, float]) -> str:
     return "slower" if median > 1.2 else "faster" if median < 1 / 1.2 else "same"
 
 
-def _best_epoch(run: EpochRun, cpus: int) -> float:
+def _best_epoch(run: EpochRun, cpus: float) -> float:
     """The fastest epoch the run's CPU times allow on ``cpus`` idle CPUs: this process's main
     thread is serial, each worker runs on one CPU at a time."""
     w, m = run.worker_cpu_s / run.batches, run.main_cpu_s / run.batches
@@ -234,7 +261,7 @@ def why_workers_speed(
     runs: list[EpochRun],
     per_batch: dict[str, float],
     alone: dict[str, float],
-    cpus: int,
+    cpus: float,
     cpus_said: str,
 ) -> str:
     """Why workers made the epochs faster or slower here (``workers_effect``): the work per
@@ -251,10 +278,10 @@ def why_workers_speed(
             f"(best on idle CPUs {best:.2f} s; work {per_batch[run.label] * 1e3:.2f} ms per "
             f"batch, CPU spent {cpu * 1e3:.2f} ms)"
         )
-    head = f"epochs: {'; '.join(parts)}. Usable: {cpus_said}. "
+    head = f"epochs: {'; '.join(parts)}. Usable: {cpus_said}. {one_sample(runs, alone)} "
     if outcome == "same":
         return head + (
-            "With and without workers the median arm was within 20%: one run cannot tell. "
+            "With and without workers the median arm was within 20%. "
             "Handing each batch over (shared memory, pickling, unpickling here) costs CPU on "
             "top of the work, which the workers' parallel work must win back."
         )
@@ -270,13 +297,13 @@ def why_workers_speed(
     )
     if could_win * 2 > len(runs):
         return head + (
-            f"On idle CPUs the workers could have beaten no workers by over 10% in {could_win} "
-            f"of {len(runs)} arms (the best epochs above), yet they lost: their CPU times do "
-            f"not explain it, so {wait}."
+            "On idle CPUs the workers could have beaten no workers by over 10% in "
+            f"{_count(could_win, len(runs))} arms (the best epochs above), yet they lost: "
+            f"their CPU times do not explain it, so {wait}."
         )
     return head + (
-        f"Even on idle CPUs, workers could have beaten no workers by over 10% in only "
-        f"{could_win} of {len(runs)} arms: handing each batch over (shared memory, pickling, "
+        "Even on idle CPUs, workers could have beaten no workers by over 10% in "
+        f"{_count(could_win, len(runs))} arms: handing each batch over (shared memory, pickling, "
         "unpickling here) costs about as much CPU as splitting the work saves when dataset[i] "
         "takes microseconds."
         + (f" And the epochs with workers took over 1.2x even that best: {wait}." if waited else "")

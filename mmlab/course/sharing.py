@@ -44,6 +44,7 @@ __all__ = [
     "pss_lines",
     "readers_summary",
     "snapshot",
+    "step_lines",
     "uss_change",
     "why_after_exit",
     "why_first_uss",
@@ -93,7 +94,11 @@ class Readers:
 
     def leave(self) -> None:
         proc = self._procs.pop(0)
-        proc.communicate("stop\n", timeout=30)
+        try:
+            proc.communicate("stop\n", timeout=30)
+        except subprocess.TimeoutExpired:  # a stuck reader must not outlive the notebook
+            proc.kill()
+            proc.communicate()
 
     def __enter__(self) -> Readers:
         return self
@@ -119,6 +124,18 @@ def snapshot(path: str | os.PathLike[str], pids: list[int]) -> dict[str, float]:
             out[f"all_{name}"] += getattr(kinds, name) or 0
     out["cached"] = int(pagecache.residency(path).sum()) * _PAGE
     return out
+
+
+def step_lines(steps: list[dict]) -> list[str]:
+    """Cell lines: at each step, the readers' store pages (RSS, PSS, USS of the store), the
+    store's pages in the page cache, and the readers' whole processes by kind of page."""
+    return [
+        f"{s['readers']} reader{'s' if s['readers'] != 1 else ' '}: store pages RSS "
+        f"{s['rss'] / MiB:6.1f} MiB, PSS {s['pss'] / MiB:6.1f}, USS {s['uss'] / MiB:6.1f}; page "
+        f"cache {s['cached'] / MiB:6.1f} MiB; whole processes: Pss_Anon "
+        f"{s['all_pss_anon'] / MiB:6.1f}, Pss_File {s['all_pss_file'] / MiB:6.1f}"
+        for s in steps
+    ]
 
 
 def data_pages(path: str | os.PathLike[str]) -> dict[str, int]:
@@ -163,12 +180,20 @@ def plot_readers(steps: list[dict], file_size: int, data_size: int, sampler=None
         over_time.set(xlabel="time (s)", ylabel="MiB", title="the readers' whole processes")
         over_time.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
     x = np.arange(len(steps))
-    for key in ("rss", "pss", "uss", "cached"):
+    # The reference lines thin and light, under the curves; PSS last and thickest, since it
+    # lies on (or near) the pages holding data and the page cache, and the text is about it.
+    per_step.axhline(file_size / MiB, color="0.75", lw=0.8, linestyle=":", label="file size")
+    per_step.axhline(
+        data_size / MiB, color="0.6", lw=0.8, linestyle="-.", label="pages holding data"
+    )
+    for key, style, width in (
+        ("rss", "o-", 1.5),
+        ("uss", "o-", 1.5),
+        ("cached", "s--", 1),
+        ("pss", "o-", 3),
+    ):
         label = "in the page cache" if key == "cached" else f"sum of {key.upper()}"
-        style = "s--" if key == "cached" else "o-"
-        per_step.plot(x, [s[key] / MiB for s in steps], style, label=label)
-    per_step.axhline(file_size / MiB, color="0.5", linestyle=":", label="file size")
-    per_step.axhline(data_size / MiB, color="0.3", linestyle="-.", label="pages holding data")
+        per_step.plot(x, [s[key] / MiB for s in steps], style, lw=width, ms=4, label=label)
     per_step.set_xticks(x, [f"{s['readers']}" for s in steps])
     per_step.set(xlabel="readers alive (joining, then leaving)", ylabel="MiB")
     per_step.set_title("the store's pages only")
@@ -268,13 +293,15 @@ def why_rss_over_pss(steps: list[dict]) -> tuple[float, str]:
     full = max(steps, key=lambda s: s["readers"])
     n, rss, pss = full["readers"], full["rss"], full["pss"]
     ratio = rss / pss if pss else float("nan")
+    # RSS / PSS is exactly n when all n readers map every page; fewer sharers lower it.
+    same = ", as here" if abs(ratio - n) < 0.05 * n else " (here they did not quite)"
     return ratio, (
         f"{n} readers each mapped the store's {rss / n / MiB:.1f} MiB of pages (RSS, each): RSS "
         f"counts a shared page in full in every process that maps it, so the sum is "
         f"{rss / MiB:.1f} MiB; PSS gives each of the {n} sharers 1/{n} of it, so the sum is "
-        f"{pss / MiB:.1f} MiB, each page once: {ratio:.2f}x, the number of readers. The ratio "
-        "does not depend on the page size, the readahead or the file system: only on how "
-        "many processes map the same pages."
+        f"{pss / MiB:.1f} MiB, each page once: {ratio:.2f}x, the number of readers. When every "
+        f"reader maps the same set of pages{same}, the ratio does not depend on the page "
+        "size, the readahead or the file system: only on how many processes map them."
     )
 
 
@@ -302,24 +329,42 @@ def after_exit(steps: list[dict]) -> str:
     return "cached" if steps[-1]["cached"] >= 0.5 * steps[-2]["cached"] else "freed"
 
 
+def _room(free, limit) -> str:
+    """The memory the page cache could use, as far as the report knows: MemAvailable (the
+    host's, in a container) and the cgroup's limit, which the page cache is charged to."""
+    said = (
+        f"{free.value / 2**30:.1f} GiB available when the notebook began"
+        if free.known
+        else "the available memory unknown"
+    )
+    if limit.known and not isinstance(limit.value, str):
+        said += f"; this cgroup may hold {limit.value / 2**30:.1f} GiB, page cache included"
+    return said
+
+
 def why_after_exit(steps: list[dict], report) -> str:
     """Why the store's pages stayed in the page cache after the last reader exited (or not),
     with this machine's file system and available memory."""
     last, gone = steps[-2], steps[-1]
     fs, free = report.filesystem, report.memory_available
     where = f"{fs.value}" if fs.known else "a file system this report could not name"
-    room = f"{free.value / 2**30:.1f} GiB" if free.known else "an unknown amount of"
+    room = _room(free, report.cgroup_memory_limit)
     head = (
         f"before the last reader exited, {last['cached'] / MiB:.1f} MiB of the store were in the "
         f"page cache (its USS of the store: {last['uss'] / MiB:.1f} MiB); after, "
         f"{gone['cached'] / MiB:.1f} MiB. "
     )
+    if after_exit(steps) == "cached" and fs.known and fs.value == "tmpfs":
+        return head + (
+            "On tmpfs the store's pages are shared memory, not page cache: no disk holds them, "
+            "so the kernel cannot drop them; they stay until the file is deleted (or are "
+            "swapped out). Exiting unmaps them and frees none of them."
+        )
     if after_exit(steps) == "cached":
         return head + (
             f"File pages belong to the file ({where} here), not to the processes that map them: "
             "exiting unmaps them, and they stay cached until the kernel needs the memory, which "
-            f"it did not ({room} available when the notebook began). A process's USS of file "
-            "pages is not what killing it frees."
+            f"it did not ({room}). A process's USS of file pages is not what killing it frees."
         )
     return head + (
         "The kernel dropped them: it needed the memory meanwhile (memory pressure, or a "

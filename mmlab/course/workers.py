@@ -8,14 +8,15 @@ first read of any object on a page copies that whole page into the worker: "copy
 few NumPy arrays are a few objects whose data buffers hold no refcounts, so reading them
 copies nothing; a memory-mapped store holds page-cache pages no one writes.
 
-Started by ``spawn`` or ``forkserver`` (the default on macOS and Windows; on Linux from
-Python 3.14), a worker shares nothing by fork: the dataset is pickled into it, so arrays held
-in RAM are copied whole into every worker, while a dataset that only names a file (the
-store) pickles its path and each worker maps the same page-cache pages.
+Started by ``spawn`` (the default on macOS and Windows) or ``forkserver`` (the default on
+Linux from Python 3.14), a worker shares nothing by fork: the dataset is pickled into it, so
+arrays held in RAM are copied whole into every worker, while a dataset that only names a
+file (the store) pickles its path and each worker maps the same page-cache pages.
 
 ``run_epoch`` iterates one epoch and reads each worker's private memory (``private_memory``,
 from ``smaps_rollup``) before it reads a record and after the epoch, and the CPU time the
-workers and this process's main thread used. ``footprint`` sizes a ``ListDataset``'s objects;
+workers and this process's main thread used. ``footprint`` sizes a ``ListDataset``'s objects,
+``dataset_lines`` prints each arm's records and sizes;
 ``epoch_lines``, ``copy_lines``, ``freeze_lines`` and ``start_method_lines`` turn a run into
 the sentences the notebook prints, each verdict computed from the run's own numbers (the
 epoch times: ``mmlab.course.epochs``).
@@ -37,6 +38,7 @@ from mmlab.data.dataset import ListDataset
 __all__ = [
     "EpochRun",
     "copy_lines",
+    "dataset_lines",
     "epoch_lines",
     "footprint",
     "freeze_lines",
@@ -193,6 +195,26 @@ def footprint(dataset: ListDataset) -> dict[str, int]:
     return {"objects": objects, "array_data": data}
 
 
+def dataset_lines(datasets: dict, fp: dict[str, int]) -> list[str]:
+    """Cell lines: each arm's records and item 0, the list's ``footprint``, and the sizes of
+    ``ArrayDataset``'s arrays (what a pickled copy of it weighs)."""
+    lines = [
+        f"{name}: {len(d):,} records; item 0 = ({d[0][0]!r}, {d[0][1].size} {d[0][1].dtype})"
+        for name, d in datasets.items()
+    ]
+    lines.append(
+        f"the list: {fp['objects'] / MiB:.1f} MiB of refcounted objects (list, tuples, "
+        f"strings, array headers) + {fp['array_data'] / MiB:.1f} MiB of array data"
+    )
+    for d in (d for d in datasets.values() if hasattr(d, "heap")):
+        lines.append(
+            f"the NumPy arrays: offsets {d.offsets.nbytes / MiB:.1f} MiB + strings' "
+            f"bytes {d.heap.nbytes / MiB:.1f} MiB + values {d.values.nbytes / MiB:.1f}"
+            f" MiB = {d.nbytes / MiB:.1f} MiB"
+        )
+    return lines
+
+
 # -- what the notebook prints and records, each verdict from the run's own numbers ----------
 
 
@@ -341,15 +363,17 @@ def plot_workers(runs: list[EpochRun], fp: dict[str, int] | None = None):
     memory.barh(
         y + 0.2, clean, 0.4, label="private clean: file pages only it maps", color="#7f7f7f"
     )
-    _label_bars(memory, dirty, y - 0.2, "{:+.1f}")
-    _label_bars(memory, clean, y + 0.2, "{:+.1f}")
+    _label_bars(memory, dirty, y - 0.2, "dirty {:+.1f}")
+    _label_bars(memory, clean, y + 0.2, "clean {:+.1f}")
     right = max(dirty + clean)
     if fp is not None and len(runs) > 1:
         # What a worker can copy lies between the pages of objects alone and the whole list
         # (the array buffers share pages with them), plus what it allocates for itself.
         low = (fp["objects"] + runs[1].growth()) / MiB
         high = low + fp["array_data"] / MiB
-        memory.axvline(low, color="0.3", linestyle="--", label="refcounted objects + own")
+        memory.axvline(
+            low, color="0.3", linestyle="--", label="refcounted objects + own allocations"
+        )
         memory.axvline(high, color="0.3", linestyle=":", label="... + array data buffers")
         right = max(right, high)
     memory.set_yticks(y, [r.label for r in runs])
@@ -365,17 +389,13 @@ def plot_workers(runs: list[EpochRun], fp: dict[str, int] | None = None):
     times.set_xlim(right=max(seconds) * 1.3)
     times.set_yticks(y, [""] * len(runs))
     times.invert_yaxis()
-    times.set(xlabel="seconds", title="one epoch")
+    times.set(xlabel="seconds", title=f"one epoch, {len(runs[0].start)} forked workers")
     return fig
+
+
+_BAR_LABEL = {"xytext": (3, 0), "textcoords": "offset points", "va": "center", "fontsize": 8}
 
 
 def _label_bars(ax, values, positions, fmt: str) -> None:
     for value, at in zip(values, positions, strict=True):
-        ax.annotate(
-            fmt.format(value),
-            (max(value, 0), at),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-        )
+        ax.annotate(fmt.format(value), (max(value, 0), at), **_BAR_LABEL)
