@@ -81,3 +81,10 @@ def test_an_unknown_measurement_judges_no_prediction(capsys):
     out = capsys.readouterr().out
     assert shown.right is None and "could not measure it" in out and "missing here" in out
     assert "not what happened" not in out and repr(shown).startswith("Reveal(")
+
+
+def test_a_measurement_shows_as_many_digits_as_the_printout(capsys):
+    predict.reveal("06", "mib", 124.6, unit="MiB")
+    predict.reveal("06", "big", 12345.6)
+    out = capsys.readouterr().out
+    assert "124.6 MiB" in out and "12,346" in out

@@ -159,7 +159,9 @@ def _same_choice(predicted: Any, measured: Any) -> bool:
 def _show(value: Any) -> str:
     if _is_number(value) and not isinstance(value, str):
         number = float(value)
-        return f"{number:,.0f}" if number.is_integer() else f"{number:,.3g}"
+        if number.is_integer() or abs(number) >= 1000:
+            return f"{number:,.0f}"
+        return f"{number:.4g}"  # as precise as the printouts beside it: 124.6, 0.1103
     return str(value)
 
 
