@@ -106,3 +106,45 @@ def test_without_a_target_the_blogs_item_fails(tmp_path):
 def test_a_struct_error_is_what_a_short_read_gives():
     with pytest.raises(struct.error, match="8 bytes"):
         struct.unpack("d", b"\0" * 7)
+
+
+def test_the_flush_cost_comes_from_the_machine_reports_probe_or_says_why_not():
+    from mmlab.data import blogreport
+    from mmlab.instruments.facts import Fact, Unknown
+
+    probe = {"median": 0.000118, "min": 0.000112, "max": 0.000122, "rounds": 9, "unit": "s"}
+    line = blogreport.flush_cost_line(Fact(probe, "probe"))
+    assert "0.118 ms" in line and "median of 9 rounds" in line
+    assert "unknown: no mapping here" in blogreport.flush_cost_line(Unknown("no mapping here"))
+
+
+def test_the_load_lines_say_when_the_growth_is_smaller_than_what_the_data_holds():
+    from mmlab.data import blogreport
+
+    loaded = {"molecules": 2, "anon_growth": 1 << 20, "held": 2 << 20}
+
+    class Counts(SimpleNamespace):
+        def __len__(self):
+            return 2
+
+    counts = Counts(atoms=np.array([5, 31]), bonds=np.array([4, 30]))
+    lines = blogreport.load_lines(loaded, 3 << 20, 2 << 20, counts)
+    assert "+1.00 MiB" in lines[0] and "reused memory" in lines[0]
+    assert "36 atoms, 34 bonds" in lines[1] and "about 3 MiB" in lines[1]
+
+
+def test_bytes_written_without_a_counter_are_unknown_not_a_placeholder():
+    from mmlab.data import blogreport
+
+    rows = {
+        name: SimpleNamespace(measurements=[SimpleNamespace(write_bytes=None)])
+        for name in ("flush every record", "flush once")
+    }
+    mib, why = blogreport.written_outcome(rows, 10, 500, "ext4")
+    assert mib is None and "/proc/self/io" in why
+    rows = {
+        "flush every record": SimpleNamespace(measurements=[SimpleNamespace(write_bytes=40960)]),
+        "flush once": SimpleNamespace(measurements=[SimpleNamespace(write_bytes=4096)]),
+    }
+    mib, why = blogreport.written_outcome(rows, 10, 500, "ext4")
+    assert mib == 40960 / 2**20 and "1 pages: about once each of the 1 pages" in why

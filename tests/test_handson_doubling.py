@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,11 +59,28 @@ def big_endian(path):
             offset = at + 8
 
 
+def no_stop_at_a_zero_length(path):
+    """Wrong: the blog's own defect, scanning on past the data (here with a guard that keeps
+    it from raising at the end), flushing once."""
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        offset = 0
+        while offset + 4 <= len(mm):
+            (length,) = struct.unpack_from("I", mm, offset)
+            at = offset + 4 + length
+            if at + 8 > len(mm):
+                break
+            struct.pack_into("d", mm, at, 2 * struct.unpack_from("d", mm, at)[0])
+            offset = at + 8
+        mm.flush()
+
+
 def raises(path):
     raise RuntimeError("not written yet")
 
 
-@pytest.mark.parametrize("wrong", [fixed_size_records, stops_one_early, big_endian, raises])
+@pytest.mark.parametrize(
+    "wrong", [fixed_size_records, stops_one_early, big_endian, no_stop_at_a_zero_length, raises]
+)
 def test_a_wrong_doubling_fails_with_what_was_off(wrong):
     verdict = check.double_in_place(wrong)
     assert not verdict.passed
@@ -74,7 +93,41 @@ def test_the_reference_doubling_passes_and_says_what_decided_the_target():
     assert verdict.passed, verdict.text()
     m = verdict.measured
     assert m["speedup"] >= m["target"] > 1
-    assert "the target" in verdict.right[-1]
+    assert "Target" in verdict.right[-1]
+    assert not any(Path("data").iterdir())  # the check's files are gone
+
+
+def no_flush(path):
+    """Wrong: fast and right in the page cache, but never flushed."""
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        offset = 0
+        while offset + 4 <= len(mm) and (length := struct.unpack_from("I", mm, offset)[0]):
+            at = offset + 4 + length
+            struct.pack_into("d", mm, at, 2 * struct.unpack_from("d", mm, at)[0])
+            offset = at + 8
+
+
+def test_a_doubling_that_never_flushes_fails_where_a_flush_cleans_pages(tmp_path):
+    from mmlab.instruments import pagecache
+
+    try:
+        pagecache.cache_stats(doubling.__file__)
+    except OSError as error:
+        pytest.skip(f"no cachestat here: {error}")
+    if pagecache.on_tmpfs(tmp_path):
+        pytest.skip("on tmpfs pages stay dirty after a flush")
+    verdict = check.double_in_place(no_flush)
+    assert not verdict.passed, verdict.text()
+    assert verdict.measured["dirty_pages"] > 0 == verdict.measured["dirty_after_reference"]
+    assert "dirty" in verdict.off[0] and "speed" not in verdict.text()
+
+
+def test_the_first_hint_asks_and_the_second_names_the_tools(monkeypatch):
+    monkeypatch.setattr(doubling, "_TRIES", Counter())
+    first = check.double_in_place(big_endian).hint
+    second = check.double_in_place(big_endian).hint
+    assert "?" in first and "unpack_from" not in first
+    assert first != second
 
 
 def test_the_blogs_loop_with_only_its_parsing_made_fast_is_too_slow(tmp_path):
@@ -111,9 +164,10 @@ def test_the_oracle_is_the_file_written_with_doubled_values(tmp_path):
 
 def test_the_target_is_the_references_speed_up_lowered_by_its_spread_capped_at_the_goal():
     target, why = doubling.speed_target(Spread.of([90, 300, 350, 420, 500]))
-    assert target == 100 and "100x asked for" in why and "above it" in why
+    assert target == 100 and "100x asked for" in why and "within reach" in why
     target, why = doubling.speed_target(Spread.of([20, 30, 40, 50, 400]))
     assert target == pytest.approx(40 / (50 / 30)) and "below the 100x" in why
+    assert "lowered by its spread" in why
     target, why = doubling.speed_target(Spread.of([50, 60, 100]), goal=None)
     assert target == pytest.approx(60 / (80 / 55)) and "asked for" not in why
 
@@ -157,8 +211,8 @@ def test_a_python_loop_over_the_column_is_too_slow():
     assert verdict.measured["speedup"] < verdict.measured["target"]
 
 
-def test_the_store_holds_qm9s_fields():
-    path, u0 = doubling._store(100)
+def test_the_store_holds_qm9s_fields(tmp_path):
+    path, u0 = doubling._store(100, tmp_path)
     with RecordStore.open(path) as store:
         assert store.fields == tuple(qm9.FIELDS)
         assert np.array_equal(store.column("U0"), u0)

@@ -43,3 +43,16 @@ def test_bar_labels_have_no_exponent():
     assert plots._number(3165.4) == "3,165"
     assert plots._number(18.54) == "18.5"
     assert plots._number(0.01234) == "0.0123"
+
+
+def test_plot_sections_outlines_each_sections_size():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import mmap
+
+    page = mmap.PAGESIZE
+    sections = {"U0": (0, 3 * page), "mu": (3 * page, 2 * page + 1)}
+    ax = plots.plot_sections({"U0": 3, "mu": 0}, sections=sections)
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [3, 3, 3, 0]  # the outlines (U0 3 pages, mu 3 pages), then the cached

@@ -80,14 +80,30 @@ def cached_by_section(path: str | os.PathLike[str], sections: dict[str, tuple[in
     }
 
 
-def plot_sections(cached: dict[str, int], title: str = "", ax: Any = None) -> Any:
-    """Bars of cached pages per section, U0 highlighted."""
+def plot_sections(
+    cached: dict[str, int],
+    title: str = "",
+    ax: Any = None,
+    sections: dict[str, tuple[int, int]] | None = None,
+) -> Any:
+    """Bars of cached pages per section, U0 highlighted; with ``sections`` ({name: (offset,
+    size)}), each section's whole size in pages as a grey outline behind its bar, so that an
+    empty section shows as an empty outline, not as a missing bar."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3), layout="constrained")
-    colors = ["C1" if name == "U0" else "C0" for name in cached]
-    ax.bar(list(cached), list(cached.values()), color=colors)
-    ax.set(ylabel="pages in the page cache", title=title)
+    names = list(cached)
+    if sections is not None:
+        page = mmap.PAGESIZE
+        pages = [
+            -(-(sections[n][0] + sections[n][1]) // page) - sections[n][0] // page for n in names
+        ]
+        ax.bar(names, pages, fill=False, edgecolor="0.6", label="pages of the section")
+    colors = ["C1" if name == "U0" else "C0" for name in names]
+    ax.bar(names, list(cached.values()), color=colors, label="of those, in the page cache")
+    if sections is not None:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside, not over
+    ax.set(ylabel="pages", title=title)
     ax.tick_params(axis="x", rotation=60)
     return ax

@@ -24,8 +24,10 @@ __all__ = [
     "claim_example",
     "claim_flush",
     "estimate_lines",
+    "flush_cost_line",
     "folio_line",
     "item_outcome",
+    "load_lines",
     "record_load",
     "record_run",
     "storage_lines",
@@ -123,6 +125,38 @@ def estimate_lines(estimate: Estimate, slower: float, flush_fact: Any) -> list[s
             f"{probe['min'] * 1e3:.3f} to {probe['max'] * 1e3:.3f} ms)"
         )
     return lines
+
+
+def flush_cost_line(flush_fact: Any) -> str:
+    """What one write plus ``flush()`` of a mapping costs on the file system under data/, from
+    the machine report's probe, or why it is unknown."""
+    probe = getattr(flush_fact, "value", None)
+    if not (isinstance(probe, dict) and "median" in probe):
+        reason = getattr(flush_fact, "reason", "the machine report has no flush probe")
+        return f"the cost of one flush here is unknown: {reason}"
+    return (
+        f"one byte written to a mapping, then flush(), costs about {probe['median'] * 1e3:.3f} ms"
+        f" on the file system under data/ (the machine report's probe: median of "
+        f"{probe['rounds']} rounds, {probe['min'] * 1e3:.3f} to {probe['max'] * 1e3:.3f} ms)"
+    )
+
+
+def load_lines(loaded: dict, all_qm9: float, per_molecule: float, counts: Any) -> list[str]:
+    """§1's result: what loading PyG's QM9 cost in a fresh process, and all of QM9 scaled by
+    its atoms and bonds (and, for comparison, by molecules alone)."""
+    reused = (
+        " (less: part reused memory freed earlier)"
+        if loaded["anon_growth"] < loaded["held"]
+        else ""
+    )
+    return [
+        f"{loaded['molecules']:,} molecules in a fresh process: anonymous RSS "
+        f"{loaded['anon_growth'] / 2**20:+.2f} MiB; its tensors and strings hold "
+        f"{loaded['held'] / 2**20:.2f} MiB{reused}",
+        f"all {len(counts):,} molecules ({int(counts.atoms.sum()):,} atoms, "
+        f"{int(counts.bonds.sum()):,} bonds): about {all_qm9 / 2**20:,.0f} MiB held in RAM before "
+        f"any byte is mapped (scaled by molecules alone: {per_molecule / 2**20:,.0f} MiB)",
+    ]
 
 
 def record_run(
@@ -284,7 +318,8 @@ def why_minutes(estimate: Estimate, flush_fact: Any, filesystem: str) -> str:
         f"The program flushes {estimate.flushes:,} times on the 100 MB file: once per record "
         f"written ({full.records:,}), per record doubled ({full.records:,}) and per phantom "
         f"record of the zero tail ({full.phantoms:,}). Each flush is an msync(MS_SYNC) that "
-        "returns when storage has the page; in the scaled run one cost (median of its chunks) "
+        "returns when the storage reports the page written; in the scaled run one cost "
+        "(median of its chunks) "
         f"{per['writing']:.3f} ms writing, {per['doubling']:.3f} ms doubling, "
         f"{per['phantom']:.3f} ms in the tail, so about {estimate.total_seconds / 60:,.1f} min, "
         f"{min(cpu, 1):.0%} of it CPU time. What decides it is what one flush costs on the "
@@ -295,13 +330,13 @@ def why_minutes(estimate: Estimate, flush_fact: Any, filesystem: str) -> str:
 
 def written_outcome(
     writing: Any, records: int, data_bytes: int, filesystem: str
-) -> tuple[float | str, str]:
-    """MiB charged as written by the writing loop that flushes every record (or why unknown),
+) -> tuple[float | None, str]:
+    """MiB charged as written by the writing loop that flushes every record (None: unknown),
     and why: pages per flush, against the loop that flushes once."""
     every = [m.write_bytes for m in writing["flush every record"].measurements]
     once = [m.write_bytes for m in writing["flush once"].measurements]
     if any(w is None for w in every + once):
-        return "not available here", (
+        return None, (
             "this system has no /proc/self/io, so the bytes a process makes dirty are not "
             "counted: the time of the two loops above still shows the cost of the flushes"
         )
@@ -322,7 +357,8 @@ def written_outcome(
         f"average{folio}, for records of {data_bytes / records:.0f} bytes: each flush cleans "
         "the page, the next record dirties it again, and the next flush writes the whole page "
         f"again: {written / data_bytes:,.0f}x the {data_bytes / 2**20:.3f} MiB of data. Flushing "
-        f"once wrote {written_once / 2**20:.3f} MiB: each page once."
+        f"once wrote {written_once / 2**20:.3f} MiB, {written_once / mmap.PAGESIZE:.0f} pages: "
+        f"about once each of the {-(-data_bytes // mmap.PAGESIZE)} pages the data spans."
     )
 
 
@@ -350,10 +386,10 @@ def why_biggest(causes: Any, steps: list[str], ratios: dict, records: int, files
     python_us = (loop - vectorized) / records * 1e6
     gains = ", ".join(f"{key} {ratio.median:,.3g}x" for key, ratio in ratios.items())
     return (
-        f"Per record, a flush cost {flush_us:,.1f} µs here (step 1 against step 2), and a "
-        f"Python step over the column {python_us:,.3f} µs more than one numpy operation (step "
-        f"3 against 4); the speed-ups: {gains}. Which step gains most depends on what a flush "
-        f"costs on the storage under data/ ({filesystem}) against what an interpreter step "
+        f"Per record, a flush cost {flush_us:,.1f} µs here (step 1 against step 2), and each "
+        f"step of the Python loop cost {python_us:,.3f} µs more than the vectorized operation "
+        f"(step 3 against 4); the speed-ups: {gains}. Which step gains most depends on what a "
+        f"flush costs on the storage under data/ ({filesystem}) against what an interpreter step "
         "costs: where a flush waits for storage it dwarfs the rest; where there is nothing to "
         "wait for (tmpfs), the loop's Python work can weigh more."
     )
