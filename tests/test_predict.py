@@ -23,7 +23,7 @@ def fresh(monkeypatch):
         (8, 0, "none at all", False),
         (0, 3, "your prediction was 0", False),
         (0, 0, "exactly right", True),
-        (100, 10, "10x fewer, off by 90", False),
+        (100, 10, "10x below it, off by 90", False),
         (7, 7, "exactly right", True),
     ],
 )

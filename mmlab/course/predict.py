@@ -175,7 +175,7 @@ def _how_far(r: Reveal) -> str:
         return "none at all"
     if abs(ratio - 1) <= CLOSE:
         return f"close ({ratio:.3g}x your prediction)"
-    far = f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x fewer"
+    far = f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x below it"
     counts = all(float(v).is_integer() for v in (r.measured, r.prediction.value))
     return (
         f"{far}, off by {abs(float(r.measured) - float(r.prediction.value)):,.0f}"
