@@ -20,7 +20,7 @@ lab: $(STAMP)
 test: $(STAMP) lint
 	MMLAB_QUICK=1 $(BIN)/python -m pytest $(ARGS)
 
-# Every notebook in a real JupyterLab in headless Chromium, as a student uses it (about 6
+# Every notebook in a real JupyterLab in headless Chromium, as a student uses it (4.5
 # minutes here): Debian's chromium is installed when missing (needs root and apt; or set
 # MMLAB_CHROMIUM to a Chromium binary). Screenshots go to build/browser.
 test-browser: $(STAMP)

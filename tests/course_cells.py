@@ -39,13 +39,18 @@ def notebook(number: str):
     return nbformat.read(path, as_version=4)
 
 
-def predictions(number: str) -> tuple[list[str], list[str]]:
-    """The keys locked and the keys revealed, in the order of the notebook."""
-    locks, reveals = [], []
-    for cell in notebook(number).cells:
+def predictions(number: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Each key locked and each key revealed, with the index of the first cell that does so."""
+    locks: dict[str, int] = {}
+    reveals: dict[str, int] = {}
+    for index, cell in enumerate(notebook(number).cells):
         if cell.cell_type == "code":
-            locks += [k for nb, k in LOCK.findall(cell.source) if nb == number]
-            reveals += [k for nb, k in REVEAL.findall(cell.source) if nb == number]
+            for nb, key in LOCK.findall(cell.source):
+                if nb == number:
+                    locks.setdefault(key, index)
+            for nb, key in REVEAL.findall(cell.source):
+                if nb == number:
+                    reveals.setdefault(key, index)
     return locks, reveals
 
 

@@ -88,3 +88,20 @@ def test_a_measurement_shows_as_many_digits_as_the_printout(capsys):
     predict.reveal("06", "big", 12345.6)
     out = capsys.readouterr().out
     assert "124.6 MiB" in out and "12,346" in out
+
+
+def test_running_the_lock_again_unchanged_is_not_a_changed_prediction(capsys):
+    predict.lock("03", "pages", 16)
+    predict.reveal("03", "pages", 2048)
+    predict.lock("03", "pages", 16)  # the cell run again, same value
+    predict.reveal("03", "pages", 2048)
+    assert "changed after" not in capsys.readouterr().out
+    predict.lock("03", "pages", 2048)
+    predict.reveal("03", "pages", 2048)
+    assert "changed after" in capsys.readouterr().out
+
+
+def test_a_measurement_of_the_other_sign_says_so(capsys):
+    predict.lock("06", "gap", 50, unit="MiB")
+    predict.reveal("06", "gap", -2.5)
+    assert "the opposite sign, off by 52.5" in capsys.readouterr().out

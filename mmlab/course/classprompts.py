@@ -79,8 +79,9 @@ def discussion(table: ClassTable) -> list[str]:
             f"{r.get('value')} {r.get('unit', '')}".strip() for r in rows
         )
         prompts.append(
-            f"{said}; {sum(bool(r['right']) for r in judged)} of {len(judged)} right or within "
-            "2x of their own measurement. What did the others' model of the machine miss?"
+            f"{said}; {sum(bool(r['right']) for r in judged)} of {len(judged)} right (within 10% "
+            "of their own measurement, or the right choice). What did the others' model of the "
+            "machine miss?"
             if judged
             else f"{said}. Which machine fact would have told each student the answer?"
         )

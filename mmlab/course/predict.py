@@ -103,9 +103,10 @@ _REVEALED: dict[tuple[str, str], Reveal] = {}
 
 def lock(notebook: str, key: str, value: Any, *, unit: str = "") -> Prediction:
     """Keep ``value`` as the prediction for ``key`` and say so; ``None`` means none made."""
-    prediction = Prediction(
-        notebook, key, value, unit, time.time(), after_reveal=(notebook, key) in _REVEALED
-    )
+    earlier = _LOCKED.get((notebook, key))
+    changed = (notebook, key) in _REVEALED and (earlier is None or earlier.value != value)
+    after = changed or (earlier is not None and earlier.after_reveal)  # the cell run again
+    prediction = Prediction(notebook, key, value, unit, time.time(), after_reveal=after)
     _LOCKED[notebook, key] = prediction
     if value is None:
         print("No prediction yet: replace None with yours and run this cell again.")
@@ -173,6 +174,9 @@ def _how_far(r: Reveal) -> str:
         return "exactly right"
     if ratio == 0:
         return "none at all"
+    if ratio < 0:
+        off = abs(float(r.measured) - float(r.prediction.value))
+        return f"the opposite sign, off by {_show(off)}"
     if abs(ratio - 1) <= CLOSE:
         return f"close ({ratio:.3g}x your prediction)"
     far = f"{ratio:,.3g}x your prediction" if ratio > 1 else f"{1 / ratio:,.3g}x below it"

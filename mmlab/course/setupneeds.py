@@ -267,13 +267,13 @@ def qm9_offline() -> tuple[list[Check], Problem | None, int | None]:
         return [Check("QM9 offline", False, str(problem))], problem, None
     checks = [Check("QM9 offline", True, f"qm9pack's CSV files are in {data}")]
     cache, size = qm9._cache_path(), None
-    try:
-        from mmlab.store import RecordStore
+    from mmlab.store import RecordStore, StoreError
 
+    try:
         with RecordStore.open(cache) as store:
             built = len(store) == qm9.QM9_MOLECULES and store.fields == qm9.FIELDS
         size = cache.stat().st_size if built else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, StoreError):  # damaged, old or locked: not built here
         built = False
     checks.append(
         Check("QM9 cache", True, f"built: {cache} ({format_size(size)})")

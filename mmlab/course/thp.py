@@ -41,12 +41,13 @@ def why_faults(
     /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise", "never" or "unknown"),
     ``huge`` the PMD huge-page size in bytes (``pmd_size()``; None: not known here).
     """
-    name = f"{_size(huge)} huge page" if huge else "PMD huge page (size not known here)"
+    size = _size(huge) if huge else "PMD (size not known here)"
+    name, one = f"{size} huge pages", f"{size} huge page"
     if faults < 0.9 * pages and huge_bytes:
         each = f": {huge // page:,} pages of {page:,} bytes at once" if huge else ""
         return (
             f"{faults:,} faults for {pages:,} pages: {huge_bytes / 2**20:g} MiB of the mapping "
-            f"sits in {name}s (THP {thp!r} here), and one fault filled each of them{each}"
+            f"sits in {name} (THP {thp!r} here), and one fault filled each of them{each}"
         )
     if faults < 0.9 * pages:
         return (
@@ -55,7 +56,7 @@ def why_faults(
             "Linux 6.8+: /sys/kernel/mm/transparent_hugepage/hugepages-*kB/enabled)"
         )
     reason = {
-        "always": f"THP is 'always' here, but no whole aligned {name} range of the mapping got "
+        "always": f"THP is 'always' here, but no whole aligned {one} range of the mapping got "
         "a huge page: the mapping may hold no such range, the kernel may have had no free "
         "block that size at hand (defrag setting), or THP is disabled for this process "
         "(prctl PR_SET_THP_DISABLE, a container's setting)",

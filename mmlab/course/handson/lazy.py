@@ -292,6 +292,8 @@ def _open_and_touch(path: Path, opener: Callable, pages: np.ndarray) -> _Run:
     try:
         if not isinstance(mm, mmap.mmap):
             return _Run(error=f"it returned {type(mm).__name__}, not an mmap.mmap")
+        if mm.closed:
+            return _Run(error="it returned a closed mmap: return it open")
         if len(mm) != path.stat().st_size:
             return _Run(error=f"its mapping is {len(mm):,} bytes, the file {path.stat().st_size:,}")
         value = touch_pages(mm, pages)

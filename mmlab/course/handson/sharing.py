@@ -19,6 +19,7 @@ naive arm's growth, and the page size (the unit the kernel copies).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import mmap
 import multiprocessing
@@ -281,7 +282,8 @@ def _children(load: Callable, path: Path, count: int, seconds: float) -> tuple[l
         answers = [_wait_for(conn, p, seconds) for conn, p in zip(pipes, procs, strict=True)]
         after = [private_memory(p.pid) for p in procs]  # all have read the array: measure now
         for conn in pipes:
-            conn.send("stop")
+            with contextlib.suppress(OSError):  # a child that died after answering
+                conn.send("stop")
         for proc in procs:
             proc.join(timeout=5)
     finally:
