@@ -39,7 +39,8 @@ def test_touching_fresh_anonymous_pages_counts_faults(pages):
             _write_each_page(fresh)
     finally:
         gc.enable()
-    assert 1 <= m.minor_faults <= pages
+    # getrusage counts the whole process: another thread (a sampler) may fault once meanwhile
+    assert 1 <= m.minor_faults <= pages + 1
     assert m.major_faults == 0
 
 

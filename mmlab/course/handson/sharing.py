@@ -157,7 +157,9 @@ def flat_workers(build_dataset: Callable) -> Verdict:
     ref_mean, spread = float(np.mean(ref)), float(np.ptp(ref))
     naive_extra = float(np.mean(_growths(naive))) - ref_mean
     yours_extra = float(np.mean(_growths(mine.result))) - ref_mean
-    tolerance = max(2 * spread, naive_extra / 4)
+    # half the naive copies: a copied dataset grows by about all of them, a flat one by the
+    # few MiB its returned items allocate (more on a busy machine than the reference's)
+    tolerance = max(2 * spread, naive_extra / 2)
     measured = {
         "strings": len(smiles),
         "objects_bytes": _objects_bytes(smiles),
@@ -188,7 +190,7 @@ def flat_workers(build_dataset: Callable) -> Verdict:
         off.append(
             f"{said}: yours copied {_pages(yours_extra)} per worker more than the reference, "
             f"over the {_size(tolerance)} allowed (the larger of twice the reference's spread "
-            "and a quarter of the naive list's copies)"
+            "and half the naive list's copies)"
         )
     return Verdict(name, right=right, off=off, hint=_HINT_FLAT, measured=measured)
 
