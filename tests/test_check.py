@@ -15,6 +15,10 @@ WRONG = {
     "exercise_5_1": (73_045, 4),
     "exercise_6_1": 400,
     "exercise_6_3": 0,
+    "exercise_7_1": "a",
+    "exercise_7_2": "c",
+    "exercise_8_1": 0,
+    "exercise_8_2": 1200,
 }
 
 

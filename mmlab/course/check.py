@@ -163,6 +163,50 @@ EXERCISES: dict[str, Exercise] = {
             "while no one else maps them, yet its exit frees only its anonymous memory; the "
             "file's pages stay cached until the kernel needs the room (section 2's last reader).",
         ),
+        Exercise(
+            "exercise_7_1",
+            "A process limited to 100 MiB by a cgroup maps a 1 GiB file and reads all of it in "
+            "order, twice. Does its second pass read (a) nothing from storage, (b) about "
+            "100 MiB, or (c) about the whole 1 GiB again?",
+            _is_word("c", "(c)"),
+            lambda: "c",
+            "Only about 100 MiB of the file fit in the cgroup's page cache, and the kernel "
+            "evicts the pages used longest ago: by the time the second pass comes back to a "
+            "page, 900 MiB of later pages have pushed it out. A loop over more than the "
+            "memory it may use re-reads almost everything, every pass: that is thrashing.",
+        ),
+        Exercise(
+            "exercise_7_2",
+            "Under RLIMIT_DATA of 64 MiB (Linux 4.7 or later), which fails: (a) f.read() of a "
+            "256 MiB file, (b) mapping it read-only and summing every byte, or (c) both?",
+            _is_word("a", "(a)"),
+            lambda: "a",
+            "RLIMIT_DATA caps private writable memory (the heap, anonymous mappings): read() "
+            "needs a 256 MiB buffer of it, so it raises MemoryError. A read-only mapping of "
+            "the file is backed by the page cache, which RLIMIT_DATA does not count.",
+        ),
+        Exercise(
+            "exercise_8_1",
+            "A process writes one byte into each of 10 pages of a MAP_SHARED mapping of a "
+            "file and is killed with SIGKILL before any flush. How many of the 10 writes does "
+            "another process then read from the file?",
+            _is_number(10),
+            lambda: 10,
+            "All 10: a write through a shared mapping lands in the file's page cache at once, "
+            "and those pages belong to the file, not to the process. Only a crash of the whole "
+            "machine (or a power loss) before writeback would lose them.",
+        ),
+        Exercise(
+            "exercise_8_2",
+            "With 4 KiB pages and no large folios, a loop writes 100 records of 12 bytes one "
+            "after another from the start of a mapped file, and calls flush() after each. At "
+            "least how many bytes does it have the kernel write to storage?",
+            _is_number(100 * 4096),
+            lambda: 100 * 4096,
+            "All 100 records (1,200 bytes) sit in the first page. Each flush writes that dirty "
+            "page whole, and the next record dirties it again: 100 flushes x 4,096 bytes = "
+            "409,600 bytes for 1,200 bytes of data, 341x. Flushing once writes the page once.",
+        ),
     ]
 }
 
