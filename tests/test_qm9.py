@@ -139,6 +139,25 @@ def test_full_qm9pack_has_every_molecule_and_its_cache_is_reused():
     assert cache.stat().st_mtime_ns == stamp  # not rebuilt
 
 
+def test_to_store_reads_the_cache_as_columns(tmp_path, capsys):
+    """With the cache built (by the test above, or here), to_store takes its columns."""
+    cache = qm9._cached_qm9pack()
+    with (
+        qm9.to_store(tmp_path / "all.mms", source="qm9pack") as store,
+        RecordStore.open(cache) as cached,
+    ):
+        assert len(store) == qm9.QM9_MOLECULES and store.fields == qm9.FIELDS
+        for field in qm9.FIELDS:
+            np.testing.assert_array_equal(store.column(field), cached.column(field))
+        everything = range(len(store))
+        assert store.take(everything)[0] == cached.take(everything)[0]
+    assert "QM9 -> store: 100%" in capsys.readouterr().err
+    with qm9.to_store(tmp_path / "some.mms", source="qm9pack", limit=20_000) as store:
+        smiles, values = zip(*qm9.records("qm9pack", limit=20_000), strict=True)
+        assert [r.smiles for r in store] == list(smiles)
+        np.testing.assert_array_equal(store.take(range(20_000))[1], values)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 

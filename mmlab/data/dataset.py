@@ -9,7 +9,8 @@ of workers ("copy-on-read", pytorch issue 13246). A memory-mapped store has no P
 to copy: its pages stay shared page-cache pages however many workers read them.
 
 ``StoreDataset`` keeps only the store's path and opens the store in each process on first
-use, so it pickles for spawn and each worker gets its own mapping of the same pages.
+use, so it pickles for spawn and each worker gets its own mapping of the same pages. A
+batching DataLoader fetches each batch with one ``__getitems__`` call (``store.take``).
 ``ListDataset`` (one Python tuple per record) and ``ArrayDataset`` (three numpy arrays in
 RAM) hold the same records in this process and return the same items, so notebook 06 can
 compare the three like for like.
@@ -18,6 +19,7 @@ compare the three like for like.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,15 @@ class StoreDataset:
     def __getitem__(self, index: int) -> tuple[str, np.ndarray]:
         smiles, values = self._open()[index]
         return smiles, values.astype(np.float32)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+        """A whole batch in one call: ``[self[i] for i in indices]``, from one ``store.take``.
+
+        A DataLoader that batches (``batch_size=``, or ``batch_sampler=``) calls this once per
+        batch, in place of one ``__getitem__`` per index.
+        """
+        smiles, values = self._open().take(indices)
+        return list(zip(smiles, values.astype(np.float32), strict=True))
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "_length": self._length, "_store": None, "_pid": None}

@@ -28,9 +28,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from mmlab.store import RecordStore, StoreError, files
+import numpy as np
+
+from mmlab.store import RecordStore, StoreError
 
 __all__ = [
     "FIELDS",
@@ -51,6 +53,7 @@ KCALMOL2EV = 0.04336414
 HAR2KCALMOL = 627.509474  # how QM9's published CSV states atomization energies
 QM9_MOLECULES = 130_831
 QM9_INDICES = 133_885  # molecules numbered in QM9, of which 3,054 are uncharacterized
+_TAKE_BLOCK = 16_384  # molecules read from the cache per progress update
 
 
 class Target(NamedTuple):
@@ -202,16 +205,22 @@ def _cached_qm9pack() -> Path:
     except (OSError, StoreError):
         pass  # missing or damaged: rebuild it
     cache.parent.mkdir(parents=True, exist_ok=True)
-    building = cache.with_name(cache.name + f".{os.getpid()}.building")
     from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
     molecules = tqdm(
         _qm9pack_molecules(), total=QM9_MOLECULES, desc="converting qm9pack (once)", unit="mol"
     )
-    with RecordStore.create(building, FIELDS, capacity=QM9_MOLECULES, overwrite=True) as store:
-        store.extend((m.smiles, _to_pyg(m.raw)) for m in molecules)
-    files.publish(building, cache, overwrite=True)
+    smiles, rows = [], []
+    for m in molecules:
+        smiles.append(m.smiles)
+        rows.append(_to_pyg(m.raw))
+    # Written whole under a temporary name, then renamed over the cache.
+    RecordStore.from_columns(cache, smiles, _matrix(rows), FIELDS, overwrite=True).close()
     return cache
+
+
+def _matrix(rows: list[list[float]]) -> np.ndarray:
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(FIELDS))
 
 
 def _qm9pack_records(limit: int | None) -> Iterator[tuple[str, list[float]]]:
@@ -292,21 +301,48 @@ def to_store(
 ) -> RecordStore:
     """Write QM9 into a RecordStore at ``path`` and return it opened read-only.
 
-    An existing store at ``path`` is replaced only once the new one is complete.
+    The molecules are read into columns first (SMILES, and a 130,831 x 19 array), then
+    written by ``RecordStore.from_columns`` in one go. An existing store at ``path`` is
+    replaced only once the new one is complete, and never while a writer holds it.
     """
     from tqdm.std import tqdm  # text bars: a saved notebook keeps their final state
 
-    path = Path(path)
     total = QM9_MOLECULES if limit is None else min(limit, QM9_MOLECULES)
-    molecules = tqdm(records(source, root, limit), total=total, desc="QM9 -> store", unit="mol")
-    building = path.with_name(f".{path.name}.{os.getpid()}.building")
-    try:
-        with RecordStore.create(building, FIELDS, capacity=max(total, 1), overwrite=True) as store:
-            store.extend(molecules)
-        files.publish(building, path, overwrite=True)  # refuses a store a writer holds
-    finally:
-        building.unlink(missing_ok=True)
+    with tqdm(total=total, desc="QM9 -> store", unit="mol") as progress:
+        smiles, values = _columns(source, root, limit, progress)
+    RecordStore.from_columns(path, smiles, values, FIELDS, overwrite=True).close()
     return RecordStore.open(path)
+
+
+def _columns(
+    source: str, root: str | os.PathLike[str] | None, limit: int | None, progress: Any
+) -> tuple[list[str], np.ndarray]:
+    """QM9's SMILES and its (n, 19) targets, as ``records`` would give them, as columns."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be a count, got {limit}")
+    if _resolve(source, root) == "qm9pack":
+        _qm9pack_data()
+        if limit is None or _cache_path().exists():  # as _qm9pack_records decides
+            return _cached_columns(limit, progress)
+    smiles, rows = [], []
+    for molecule_smiles, y in records(source, root, limit):
+        smiles.append(molecule_smiles)
+        rows.append(y)
+        progress.update()
+    return smiles, _matrix(rows)
+
+
+def _cached_columns(limit: int | None, progress: Any) -> tuple[list[str], np.ndarray]:
+    smiles: list[str] = []
+    blocks = [np.empty((0, len(FIELDS)))]
+    with RecordStore.open(_cached_qm9pack()) as store:
+        count = len(store) if limit is None else min(limit, len(store))
+        for start in range(0, count, _TAKE_BLOCK):
+            block_smiles, block = store.take(range(start, min(start + _TAKE_BLOCK, count)))
+            smiles += block_smiles
+            blocks.append(block)
+            progress.update(len(block_smiles))
+    return smiles, np.concatenate(blocks)
 
 
 # -- PyG's raw files, offline -----------------------------------------------------------------

@@ -4,6 +4,7 @@
 - ``files``: opening, locking, reserving space and publishing new files safely;
 - ``remap``: re-pointing old mappings so that views follow the store into a bigger file;
 - ``mapping``: the store's mapping, its views, and its moves between files;
+- ``bulk``: many records per numpy operation (``from_columns``, ``extend_columns``, ``take``);
 - ``store``: ``RecordStore`` itself, reading and writing records.
 """
 
