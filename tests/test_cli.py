@@ -1,4 +1,4 @@
-"""The command line: info, get, double and doctor, and clear errors with a non-zero exit code."""
+"""The command line: info, get, double, export and doctor; clear errors, non-zero exit codes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import smiles_of
 
 from mmlab import RecordStore
@@ -106,3 +107,63 @@ def test_doctor_prints_facts_and_advice(tmp_path, capsys):
     assert "read_ahead_kb" in out and "What the labs will show here" in out
     assert main(["doctor", str(tmp_path / "missing")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def test_export_arrow_and_parquet(filled, tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "out.arrow"
+    assert main(["export", str(filled), str(out), "--format", "arrow"]) == 0
+    assert "exported 100 records" in capsys.readouterr().out
+    table = pa.ipc.open_file(pa.memory_map(str(out))).read_all()
+    assert table.column("smiles").to_pylist() == [smiles_of(i) for i in range(100)]
+    stream = tmp_path / "stream.arrow"
+    assert main(["export", str(filled), str(stream), "--format", "arrow-stream"]) == 0
+    assert pa.ipc.open_stream(pa.memory_map(str(stream))).read_all().equals(table)
+    shards = tmp_path / "shards"
+    parquet = ["--format", "parquet", "--shard-rows", "30"]
+    assert main(["export", str(filled), str(shards), *parquet]) == 0
+    assert "4 Parquet shard(s) of up to 30 records" in capsys.readouterr().out
+    assert sorted(p.name for p in shards.iterdir()) == [f"part-0000{k}.parquet" for k in range(4)]
+    assert ds.dataset(shards).to_table().sort_by("mu").equals(table)
+    with RecordStore.from_arrow(tmp_path / "back.mms", shards) as back:
+        assert back.take(range(100))[0] == [smiles_of(i) for i in range(100)]
+
+
+def test_export_errors(filled, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out.arrow"
+    out.write_text("mine")
+    assert main(["export", str(filled), str(out)]) == 1
+    assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+    assert main(["export", str(filled), str(out), "--overwrite"]) == 0
+    assert main(["export", str(filled), str(tmp_path / "x"), "--shard-rows", "5"]) == 1
+    assert "--shard-rows applies to --format parquet" in capsys.readouterr().err
+    zero = ["--format", "parquet", "--shard-rows", "0"]
+    assert main(["export", str(filled), str(tmp_path / "x"), *zero]) == 1
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["export", str(filled), str(tmp_path / "no" / "x")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    # without pyarrow: say what to install
+    import mmlab.store
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.delitem(sys.modules, "mmlab.store.arrow")
+    monkeypatch.delattr(mmlab.store, "arrow")
+    assert main(["export", str(filled), str(tmp_path / "y")]) == 1
+    assert "pip install mmlab[arrow]" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.arrow", "records.mms"]
+
+
+def test_export_interrupted_leaves_nothing(filled, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from mmlab.store import arrow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arrow, "export_parquet", interrupted)
+    assert main(["export", str(filled), str(tmp_path / "out"), "--format", "parquet"]) == 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err

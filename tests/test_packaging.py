@@ -12,7 +12,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # conda-forge names for the PyPI packages whose names differ.
-CONDA_TO_PYPI = {"pytorch": "torch", "pytorch_geometric": "torch_geometric"}
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "pytorch_geometric": "torch_geometric",
+    "python_duckdb": "duckdb",
+}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:

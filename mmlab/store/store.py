@@ -43,7 +43,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from mmlab.store.errors import (
 )
 from mmlab.store.format import Header, check_fields, encode_slot, next_sequence
 from mmlab.store.mapping import MappedFile, read_header_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Record", "RecordStore"]
 
@@ -309,6 +312,47 @@ class RecordStore(MappedFile):
         if self._mode == "c":
             self._may_have_written = True
         return self._matrix[k, : self._count]
+
+    def to_arrow(self) -> pa.Table:
+        """The records as a ``pyarrow.Table`` over the mapped file, with no copy.
+
+        Column ``smiles`` (``large_string``: the offsets and heap as they lie) then one
+        float64 column per field (the field's section). A snapshot of ``len(self)`` records
+        that sees later in-place changes and keeps the mapping alive after ``close()``
+        (``mmlab.store.arrow``). Needs pyarrow (``pip install mmlab[arrow]``).
+        """
+        self._check_open()
+        from mmlab.store import arrow
+
+        n = self._count
+        columns = self._matrix[:, :n]
+        return arrow.table(self._offsets[: n + 1], self._heap, columns, self._fields, self._path)
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> Any:
+        """The Arrow PyCapsule stream of ``to_arrow()``: ``pa.table(store)``,
+        ``polars.DataFrame(store)`` and DuckDB read the store in place."""
+        return self.to_arrow().__arrow_c_stream__(requested_schema)
+
+    @classmethod
+    def from_arrow(
+        cls,
+        path: str | os.PathLike[str],
+        source: Any,
+        *,
+        string_column: str | None = None,
+        overwrite: bool = False,
+    ) -> RecordStore:
+        """Create a store from an Arrow table, reader, ``__arrow_c_stream__`` object, or a
+        path to an Arrow IPC file or stream, a Parquet file or directory of shards.
+
+        The column ``smiles`` (or ``string_column``, or the only string column) gives the
+        strings; every other column must hold numbers, stored as float64 fields. Nulls are
+        refused (fill them with NaN first). Built by ``from_columns``; opened read-write.
+        """
+        from mmlab.store import arrow
+
+        smiles, values = arrow.to_columns(source, string_column)
+        return cls.from_columns(path, smiles, values, list(values), overwrite=overwrite)
 
     @property
     def fields(self) -> tuple[str, ...]:
