@@ -8,7 +8,7 @@ from course_cells import define, exercises, predictions
 
 from mmlab.course import check
 
-NUMBERS = ["01", "02", "03", "04", "05", "06"]
+NUMBERS = ["01", "02", "03", "04", "05", "06", "07", "08"]
 ALL_EXERCISES = [(n, e.name) for n in NUMBERS for e in exercises(n)]
 
 

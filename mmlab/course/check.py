@@ -177,13 +177,16 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "exercise_7_2",
-            "Under RLIMIT_DATA of 64 MiB (Linux 4.7 or later), which fails: (a) f.read() of a "
-            "256 MiB file, (b) mapping it read-only and summing every byte, or (c) both?",
+            "A process sets its RLIMIT_DATA to 64 MiB above the private writable memory it "
+            "already has (Linux 4.7 or later). Which then fails: (a) f.read() of a 256 MiB "
+            "file, (b) mapping that file read-only and summing every byte, or (c) both?",
             _is_word("a", "(a)"),
             lambda: "a",
-            "RLIMIT_DATA caps private writable memory (the heap, anonymous mappings): read() "
-            "needs a 256 MiB buffer of it, so it raises MemoryError. A read-only mapping of "
-            "the file is backed by the page cache, which RLIMIT_DATA does not count.",
+            "RLIMIT_DATA caps the size of private writable mappings (VmData: the heap, "
+            "anonymous mappings, copy-on-write file mappings): read() needs a 256 MiB buffer "
+            "of it, so it raises MemoryError. A read-only mapping of the file is not writable "
+            "and its pages are page cache, which RLIMIT_DATA does not count. (The limit is "
+            "set above what the process has: a Python with numpy already holds tens of MiB.)",
         ),
         Exercise(
             "exercise_8_1",

@@ -222,6 +222,14 @@ def data_files(needs: Needs, report, store_bytes: int | None) -> list[tuple[str,
             ]
         if needs.number == "06":
             return [("shared.mms", *_store(store_bytes, p["QM9_LIMIT"], p["COPIES"]))]
+        if needs.number == "07":
+            return [("bigger.mms", *_store(store_bytes, None, p["COPIES"]))]
+        if needs.number == "08":
+            return [
+                ("dirty_life.bin", p["LIFE_MIB"] * 2**20, ""),
+                ("flush_race.bin", p["RACE_MIB"] * 2**20, ""),
+                ("killed_writer.bin", p["LIFE_MIB"] * 2**20, ""),
+            ]
     except KeyError as exc:
         return [("its data files", None, f"its parameters cell no longer sets {exc}")]
     return []

@@ -20,7 +20,7 @@ from pathlib import Path
 from mmlab.instruments import pagecache
 from mmlab.instruments.facts import Fact, Info, Unknown, _from_file, read_value
 
-__all__ = ["IN_MEMORY", "default_path", "file_system_facts", "mincore_trust"]
+__all__ = ["IN_MEMORY", "default_path", "file_system_facts", "journal", "mincore_trust"]
 
 _MAGICS = {  # statfs f_type of the file systems a course machine is likely to have
     0x01021994: "tmpfs",
@@ -176,8 +176,43 @@ def file_system_facts(path: Path) -> tuple[dict[str, Info], str]:
         ),
         "mount_point": Fact(mount.point, f"/proc/self/mountinfo, options {mount.options}"),
         "free_space": Fact(vfs.f_bavail * vfs.f_frsize, "statvfs(3): blocks free to this user"),
+        "journal": journal(path),
     }
     return facts | _block_facts(path, fstype), fstype
+
+
+_OTHER_JOURNALS = {
+    "xfs": "log (metadata only)",
+    "btrfs": "copy-on-write (log tree)",
+    "zfs": "copy-on-write (intent log)",
+}
+
+
+def journal(path: Path) -> Info:
+    """Whether the file system holding ``path`` keeps a journal, and its data mode.
+
+    ext4: ``/sys/fs/ext4/<dev>/journal_task`` names the journal thread (``<none>``: no
+    journal) and ``/proc/fs/ext4/<dev>/options`` the ``data=`` mode. The value is ``"none"``,
+    ``"data=ordered"`` (or ``writeback``, ``journal``), or the kind for XFS, btrfs and ZFS."""
+    mount = _mount_of(path)
+    fstype = _MAGICS.get(_statfs_magic(path), mount.fstype)
+    if fstype in IN_MEMORY:
+        return Fact("none", f"{fstype} keeps files in memory: nothing to journal")
+    if fstype in _OTHER_JOURNALS:
+        return Fact(_OTHER_JOURNALS[fstype], f"{fstype} always has it")
+    if mount.fstype not in ("ext4", "ext3"):
+        return Unknown(f"{mount.fstype}: no way to read its journal here")
+    name = Path(mount.source).name
+    task = Path("/sys/fs/ext4") / name / "journal_task"
+    options = Path("/proc/fs/ext4") / name / "options"
+    try:
+        has = read_value(task) != "<none>"
+        modes = [o for o in read_value(options).split() if o.startswith("data=")]
+    except OSError as exc:
+        return Unknown(f"cannot read {task} or {options}: {exc.strerror or exc}")
+    if not has:
+        return Fact("none", f"{task} reads <none>: this ext4 was made without a journal")
+    return Fact(modes[0] if modes else "journal (data mode not shown)", f"{task}, {options}")
 
 
 def mincore_trust(path: Path) -> Info:

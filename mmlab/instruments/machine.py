@@ -59,6 +59,10 @@ _LAYOUT = (
     ("cgroup_memory_limit", "memory and limits", "cgroup memory limit"),
     ("cgroup_cpu_limit", "memory and limits", "cgroup CPU limit"),
     ("rlimit_data", "memory and limits", "RLIMIT_DATA"),
+    ("memory_limit_mechanism", "memory and limits", "memory limit for one child (lab 07)"),
+    ("swap_total", "memory and limits", "swap"),
+    ("lru_gen", "memory and limits", "MGLRU (multi-generational LRU)"),
+    ("psi_memory", "memory and limits", "memory pressure (PSI)"),
     ("rlimit_nofile", "memory and limits", "RLIMIT_NOFILE (open files)"),
     ("thp_enabled", "kernel settings", "transparent huge pages"),
     ("thp_shmem_enabled", "kernel settings", "huge pages on tmpfs (shmem_enabled)"),
@@ -66,12 +70,14 @@ _LAYOUT = (
     ("dirty_ratio", "kernel settings", "vm.dirty_ratio"),
     ("dirty_background_ratio", "kernel settings", "vm.dirty_background_ratio"),
     ("dirty_expire_centisecs", "kernel settings", "vm.dirty_expire_centisecs"),
+    ("dirty_writeback_centisecs", "kernel settings", "vm.dirty_writeback_centisecs"),
     ("fault_around_bytes", "kernel settings", "fault_around_bytes"),
     ("filesystem", "file system", "file system"),
     ("mount_point", "file system", "mount point"),
     ("block_device", "file system", "block device"),
     ("read_ahead_kb", "file system", "read_ahead_kb"),
     ("free_space", "file system", "free space"),
+    ("journal", "file system", "journal"),
     ("eviction_works", "file system", "eviction works"),
     ("cold_touch", "file system", "touch one page after eviction"),
     ("cold_read", "file system", "read() one page after eviction"),
@@ -208,7 +214,13 @@ def _show(key: str, value: Any) -> str:
     """A value as a person reads it."""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key in ("memory_total", "memory_available", "free_space", "cgroup_memory_limit"):
+    if key in (
+        "memory_total",
+        "memory_available",
+        "free_space",
+        "cgroup_memory_limit",
+        "swap_total",
+    ):
         return value if isinstance(value, str) else format_size(value)
     if key in ("page_size", "allocation_granularity", "fault_around_bytes"):
         return f"{value:,} bytes"

@@ -104,6 +104,42 @@ def _memory_facts() -> dict[str, Info]:
     }
 
 
+def _swap_total() -> Info:
+    """SwapTotal of /proc/meminfo: with none, memory past a limit is refused or killed, never
+    swapped out first."""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(ln.split()[1]) for ln in f if ln.startswith("SwapTotal:"))
+    except (OSError, StopIteration, ValueError) as exc:
+        return Unknown(f"cannot read SwapTotal from /proc/meminfo: {exc}")
+    return Fact(kib * 1024, "/proc/meminfo SwapTotal")
+
+
+def _lru_gen() -> Info:
+    """Whether the multi-generational LRU (MGLRU) decides which pages are reclaimed."""
+    path = "/sys/kernel/mm/lru_gen/enabled"
+    try:
+        text = read_value(path)
+    except FileNotFoundError:
+        return Fact(False, f"no {path}: this kernel has no MGLRU (active/inactive lists)")
+    except OSError as exc:
+        return Unknown(f"cannot read {path}: {exc.strerror}")
+    try:
+        return Fact(int(text, 16) != 0, f"{path} = {text}")
+    except ValueError:
+        return Unknown(f"{path} holds {text!r}, not a hexadecimal mask")
+
+
+def _psi_memory() -> Info:
+    """Whether the kernel reports memory pressure (PSI, Linux 4.20+, if not disabled)."""
+    path = "/proc/pressure/memory"
+    try:
+        read_value(path)
+    except OSError as exc:
+        return Fact(False, f"cannot read {path} ({exc.strerror}): no pressure stall information")
+    return Fact(True, f"read {path} (system-wide; cgroup v2 also has memory.pressure)")
+
+
 def _rlimit(name: str) -> Info:
     soft, hard = resource.getrlimit(getattr(resource, name))
 
@@ -212,6 +248,19 @@ def cgroup_cpu_limit(proc: Path = Path("/proc/self"), prefix: Path = Path("/")) 
     return Unknown("no cpu controller for this process in /proc/self/cgroup and mountinfo")
 
 
+def _memory_limit_mechanism() -> Info:
+    """The strongest way to cap one child's memory here (``mmlab.memlimit``), and why."""
+    from mmlab.instruments import memlimit  # it reads this module's cgroup helpers
+
+    try:
+        chosen = memlimit.best()
+    except OSError as exc:
+        return Unknown(str(exc))
+    if not chosen.usable:
+        return Unknown(f"no mechanism is usable: {chosen.reason}")
+    return Fact(chosen.name, f"mmlab.memlimit: {chosen.reason}")
+
+
 def _cachestat_exists() -> Info:
     """Call cachestat on no file: EBADF means the call exists, ENOSYS that it does not."""
     if _LIBC is None:
@@ -248,6 +297,10 @@ def machine_facts() -> dict[str, Info]:
     facts["cgroup_memory_limit"] = cgroup_memory_limit()
     facts["cgroup_cpu_limit"] = cgroup_cpu_limit()
     facts["rlimit_data"] = _rlimit("RLIMIT_DATA")
+    facts["memory_limit_mechanism"] = _memory_limit_mechanism()
+    facts["swap_total"] = _swap_total()
+    facts["lru_gen"] = _lru_gen()
+    facts["psi_memory"] = _psi_memory()
     facts["rlimit_nofile"] = _rlimit("RLIMIT_NOFILE")
     thp = "/sys/kernel/mm/transparent_hugepage/"
     facts["thp_enabled"] = _from_file(thp + "enabled", _bracketed)
@@ -266,6 +319,7 @@ def machine_facts() -> dict[str, Info]:
                 "replaces it",
             )
     facts["dirty_expire_centisecs"] = _from_file("/proc/sys/vm/dirty_expire_centisecs")
+    facts["dirty_writeback_centisecs"] = _from_file("/proc/sys/vm/dirty_writeback_centisecs")
     facts["fault_around_bytes"] = _from_file("/sys/kernel/debug/fault_around_bytes")
     if not facts["fault_around_bytes"].known:
         facts["fault_around_bytes"] = Unknown(
