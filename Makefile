@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmlab-installed
 ARGS ?=
+PEER_ARGS ?=
 
 .PHONY: lab test test-browser book check-setup torture lint format bench demo claims clean
 
@@ -56,8 +57,12 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mmlab demo $(ARGS)
 
+# The store's benchmark, then the peers' (issue 14's table: RecordStore beside numpy.memmap,
+# Arrow IPC, SQLite and LMDB on QM9, ratios and targets first; PEER_ARGS="--limit 20000" for
+# a quick look), then the instruments'.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py $(ARGS)
+	$(BIN)/python bench/bench_peers.py $(PEER_ARGS)
 	$(BIN)/python bench/bench_instruments.py
 
 # Run every notebook at full size and rewrite notebooks/README.md's claims table from what

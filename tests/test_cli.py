@@ -167,3 +167,33 @@ def test_export_interrupted_leaves_nothing(filled, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(arrow, "export_parquet", interrupted)
     assert main(["export", str(filled), str(tmp_path / "out"), "--format", "parquet"]) == 130
     assert "interrupted; nothing was written" in capsys.readouterr().err
+
+
+def test_double_distributed(filled, tmp_path, capsys):
+    """U0 doubled by Dask on a LocalCluster; a failed verification exits 1 and publishes
+    nothing (input shards kept with --parquet, then gone stale by a change to the store)."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("dask.dataframe")
+    import pyarrow.parquet as pq
+
+    out, shards = tmp_path / "doubled", tmp_path / "shards"
+    command = ["double-distributed", str(filled), str(out), "--workers", "1"]
+    assert main([*command, "--shard-rows", "30", "--parquet", str(shards)]) == 0
+    printed = capsys.readouterr().out
+    for words in ("export", "start cluster", "compute + write", "dashboard:", "verified: 100"):
+        assert words in printed
+    table = pq.read_table(out / "part-00003.parquet")
+    assert table.column("U0").to_pylist() == [-4.0 * i for i in range(90, 100)]
+    assert table.column("mu").to_pylist() == [float(i) for i in range(90, 100)]
+    assert main([*command, "--field", "nope"]) == 1
+    assert "unknown field 'nope'" in capsys.readouterr().err
+    assert main(command) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    with RecordStore.open(filled, "r+") as store:
+        store.column("mu")[5] = 0.25  # the kept shards no longer match the store
+    assert main([*command, "--parquet", str(shards), "--overwrite", "--factor", "3"]) == 1
+    printed = capsys.readouterr().out
+    assert "verification FAILED: record 5: mu = 5.0, expected 0.25 (unchanged)" in printed
+    assert "not published" in printed
+    # the previous output stands: a failed run replaces nothing
+    assert pq.read_table(out / "part-00003.parquet").equals(table)

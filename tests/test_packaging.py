@@ -16,11 +16,13 @@ CONDA_TO_PYPI = {
     "pytorch": "torch",
     "pytorch_geometric": "torch_geometric",
     "python_duckdb": "duckdb",
+    "python_lmdb": "lmdb",
 }
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
-    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", requirement)
+    # extras ("dask[dataframe,distributed]") are pip's: conda-forge packages have none
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(.*)$", requirement)
     name, spec = match.group(1), match.group(2).strip()
     return name.lower().replace("-", "_"), spec.replace("==", "=")
 

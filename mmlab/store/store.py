@@ -85,7 +85,9 @@ class RecordStore(MappedFile):
         self._mode = mode
         self._fd = fd
         self._followers = remap.Followers()
-        self._may_have_written = False  # mode "c", where the OS cannot say
+        # column() handed out a writable view: mode "c" (where the OS cannot say whether it
+        # was written) and flush() (which syncs the data only when something can have changed)
+        self._may_have_written = False
         self._closed = True  # until attached: a failed open must not be closed again by __del__
         try:
             self._attach(header)
@@ -250,18 +252,21 @@ class RecordStore(MappedFile):
     def __getitem__(self, index: int | slice) -> Record | list[Record]:
         if self._closed:
             self._check_open()
-        if isinstance(index, slice):
-            return [self._record(i) for i in range(*index.indices(self._count))]
         # The random-get hot path: _index, _smiles_at and _record inlined, as each call
         # costs about a tenth of a get. Keep the checks in step with those methods.
         if index.__class__ is not int:
+            if isinstance(index, slice):
+                return [self._record(i) for i in range(*index.indices(self._count))]
             index = operator.index(index)
         n = self._count
         i = index + n if index < 0 else index
         if not 0 <= i < n:
             raise IndexError(f"record index {index} out of range for a store of {n} records")
-        offsets = self._offsets_fast if self._offsets_fast is not None else self._offsets
-        start, end = int(offsets[i]), int(offsets[i + 1])
+        offsets = self._offsets_fast  # a memoryview of Python ints (little-endian machines)
+        if offsets is None:
+            start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        else:
+            start, end = offsets[i], offsets[i + 1]
         if not 0 <= start <= end <= self._heap_capacity:
             return self._record(i)  # raises the corruption error
         try:
@@ -309,8 +314,8 @@ class RecordStore(MappedFile):
             raise KeyError(
                 f"unknown field {name!r}; this store's fields are {list(self._fields)}"
             ) from None
-        if self._mode == "c":
-            self._may_have_written = True
+        if self._mode != "r":
+            self._may_have_written = True  # from now on, every flush must msync
         return self._matrix[k, : self._count]
 
     def to_arrow(self) -> pa.Table:
@@ -479,9 +484,14 @@ class RecordStore(MappedFile):
         self._check_open()
         if self._mode != "r+":
             return
-        self._mm.flush()
         if self._count == self._committed:
+            # Nothing to publish. Only a column() view can have changed the mapped data since
+            # the last flush (appends change the count): without one, there is nothing to sync
+            # (from_columns has synced its new file, whose store closes in microseconds).
+            if self._may_have_written:
+                self._mm.flush()
             return
+        self._mm.flush()
         self._sequence = next_sequence(self._sequence)
         slot = encode_slot(self._layout, self._fields, self._sequence, self._count)
         at = (self._sequence % 2) * self._layout.slot_size
