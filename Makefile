@@ -66,7 +66,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_instruments.py
 
 # Run every notebook at full size and rewrite notebooks/README.md's claims table from what
-# they recorded (about 5 minutes here); the executed copies go to build/notebooks.
+# they recorded (each one's run time is printed above the table); the executed copies go to
+# build/notebooks.
 claims: $(STAMP)
 	$(BIN)/python -m mmlab.course.claims notebooks --keep build/notebooks $(ARGS)
 

@@ -70,6 +70,7 @@ _SHORT_NAMES = {
             "live",
             "machine",
             "memlimit",
+            "memlimitrun",
             "pagecache",
             "pagemap",
             "probe",

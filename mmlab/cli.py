@@ -209,8 +209,19 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_rows_option(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    parser.add_argument("--shard-rows", type=int, default=default, metavar="N", help=help)
+
+
+def _qm9_options(parser: argparse.ArgumentParser, source: str) -> None:
+    parser.add_argument("--source", choices=("auto", "pyg", "qm9pack"), default=source)
+    parser.add_argument("--root", help="PyG's QM9 folder, for --source pyg or auto")
+    parser.add_argument("--limit", type=int, help="only the first N molecules")
+
+
 def _parser() -> argparse.ArgumentParser:
     from mmlab.data.scale import DEFAULT_SHARD_ROWS  # light: Dask is imported when used
+    from mmlab.store.publish import DEFAULT_SHARD_ROWS as EXPORT_SHARD_ROWS  # = arrow's
 
     parser = argparse.ArgumentParser(prog="mmlab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -240,12 +251,7 @@ def _parser() -> argparse.ArgumentParser:
         "arrow-stream: the IPC stream format (datasets.Dataset.from_file); parquet: a "
         "directory of shards part-00000.parquet, ... (default: arrow)",
     )
-    export.add_argument(
-        "--shard-rows",
-        type=int,
-        metavar="N",
-        help="records per Parquet shard (default 65,536)",
-    )
+    _shard_rows_option(export, None, f"records per Parquet shard ({EXPORT_SHARD_ROWS:,})")
     export.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     export.set_defaults(run=_export)
     distributed = commands.add_parser(
@@ -269,12 +275,10 @@ def _parser() -> argparse.ArgumentParser:
     distributed.add_argument(
         "--threads-per-worker", type=int, default=1, metavar="N", help="threads each (1)"
     )
-    distributed.add_argument(
-        "--shard-rows",
-        type=int,
-        default=DEFAULT_SHARD_ROWS,
-        metavar="N",
-        help=f"records per Parquet shard, one task each ({DEFAULT_SHARD_ROWS:,})",
+    _shard_rows_option(
+        distributed,
+        DEFAULT_SHARD_ROWS,
+        f"records per Parquet shard, one task each ({DEFAULT_SHARD_ROWS:,})",
     )
     distributed.add_argument(
         "--parquet",
@@ -284,17 +288,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     distributed.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     distributed.set_defaults(run=_double_distributed)
-    sources = ("auto", "pyg", "qm9pack")
     build = commands.add_parser("build-qm9", help="write QM9 (19 targets) into a store")
     build.add_argument("out")
-    build.add_argument("--source", choices=sources, default="auto")
-    build.add_argument("--root", help="PyG's QM9 folder, for --source pyg or auto")
-    build.add_argument("--limit", type=int, help="only the first N molecules")
+    _qm9_options(build, "auto")
     build.set_defaults(run=_build_qm9)
     demo = commands.add_parser("demo", help="run the blog's QM9 example end to end, measured")
-    demo.add_argument("--source", choices=sources, default="qm9pack")
-    demo.add_argument("--root", help="PyG's QM9 folder, for --source pyg or auto")
-    demo.add_argument("--limit", type=int, help="only the first N molecules")
+    _qm9_options(demo, "qm9pack")
     demo.add_argument(
         "--blog-flush-every", type=int, default=1, help="the blog flushes after every record (1)"
     )

@@ -220,3 +220,15 @@ def test_the_charge_is_compared_at_a_sample_where_the_child_was_alive():
     }
     why = biggerplots.why_list(done, 100 * MiB)
     assert "(0.50 s)" in why and "the other 8.0 MiB" in why and "nan" not in why
+
+
+def test_unknown_storage_reads_stay_unknown(store, monkeypatch):
+    monkeypatch.setattr(bigger, "storage_read_bytes", lambda pid: None)
+    assert bigger.storage_read() is None
+    assert all(read is None for _, read in bigger.passes(store, MiB, count=2))
+    done = _run("cgroup v1", OOM_KILLED, rss_anon=30 * MiB)  # no read_bytes sampled
+    runs = {"read()": done, "list(store)": done, "mapped columns": done}
+    assert done.read_bytes is None
+    assert "unknown" in biggerplots.why_naive(runs, 200 * MiB)
+    assert "unknown" in biggerplots.why_list(done, 100 * MiB)
+    assert "storage reads unknown" in biggerplots.workload_lines(runs, 100 * MiB)[1]

@@ -36,8 +36,15 @@ def test_the_naive_loads_failed(found):
 
 def test_the_mapped_stream_completed_within_its_limit_with_flat_private_memory(found):
     assert found["stream_outcome"] == "completed"
-    assert found["stream_peak"] is not None and found["stream_peak"] <= found["budget"]
     assert found["stream_private_peak"] < found["budget"] / 4
+    if found["stream_peak"] is None:
+        pytest.skip(f"the limit's peak is unknown here: {found['stream_peak_source']}")
+    assert found["stream_peak"] <= found["budget"]
+
+
+def test_the_mapped_stream_read_more_than_its_budget(found):
+    if found["stream_read_bytes"] is None:
+        pytest.skip(f"storage reads unknown here: {found['stream_read_bytes_source']}")
     assert found["stream_read_bytes"] > found["budget"]  # it streamed more than it could hold
 
 
@@ -49,9 +56,11 @@ def test_a_working_set_past_the_budget_thrashes_only_where_the_page_cache_is_lim
     assert found["first_slow"] is not None
     assert budget / 2 <= found["largest_fast"] < found["first_slow"] <= budget
     assert found["first_slow"] - found["largest_fast"] <= 2**20  # bisected to a MiB
-    assert found["own_memory"] < budget - found["largest_fast"]
     size = found["size_above"]
     assert min(found["settled_reads_above"]) > 0.9 * size  # the whole set, every last pass
+    if found["own_memory"] is None:
+        pytest.skip("the child's own charge is unknown here (the cgroup's peak is unknown)")
+    assert found["own_memory"] < budget - found["largest_fast"]
 
 
 def test_the_premise_is_not_called_swapping_where_nothing_swapped(found):

@@ -229,3 +229,54 @@ def test_the_doctor_names_the_journal_and_a_container_limit():
         _facts(cachestat=True, filesystem="ext4", cgroup_memory_limit="unlimited")
     )
     assert "container" not in " ".join(unlimited[0].advice().reasons)
+
+
+def test_a_failing_watch_leaves_no_file(tmp_path, monkeypatch):
+    def fail(path, interval):
+        raise KeyboardInterrupt  # as a Ctrl-C while the watch starts
+
+    monkeypatch.setattr(durability, "dirty_sampler", fail)
+    with pytest.raises(KeyboardInterrupt):
+        durability.watch_dirty(tmp_path / "life.bin", 8 * PAGE, RULES, "ext4", timeout=0.5)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_device_is_read_between_the_timed_calls_not_inside_them(tmp_path, monkeypatch):
+    events = []
+    write = durability.write_blog
+
+    class Writes:
+        def __init__(self, path):
+            self.unknown, self.nbytes = None, 0
+
+        def __enter__(self):
+            events.append("device read")
+            return self
+
+        def __exit__(self, *exc_info):
+            events.append("device read")
+
+    def writing(*args):
+        events.append("write")
+        write(*args)
+        events.append("written")
+
+    monkeypatch.setattr(durability, "DeviceWrites", Writes)
+    monkeypatch.setattr(durability, "write_blog", writing)
+    runs = durability.blog_writer(_records(20), tmp_path, (1, None), repeats=2, idle=False)
+    calls = [i for i, e in enumerate(events) if e == "write"]
+    assert len(calls) == 4 and all(events[i + 1] == "written" for i in calls)
+    assert runs.device_bytes == {"flush per record": 0, "flush once": 0}
+
+
+def test_the_journal_of_a_mapped_device_is_looked_up_by_its_kernel_name(tmp_path, monkeypatch):
+    from mmlab.instruments import fsinfo
+
+    (tmp_path / "dm-7").touch()
+    (tmp_path / "vg-root").symlink_to("dm-7")  # as /dev/mapper/vg-root -> ../dm-7
+    mount = fsinfo._Mount("253:7", "/", "/", "", "ext4", str(tmp_path / "vg-root"), "rw")
+    monkeypatch.setattr(fsinfo, "_mount_of", lambda path: mount)
+    monkeypatch.setattr(fsinfo, "_statfs_magic", lambda path: None)
+    found = fsinfo.journal(tmp_path)
+    task = Path("/sys/fs/ext4/dm-7/journal_task")
+    assert task.as_posix() in (found.reason if not found.known else found.source)

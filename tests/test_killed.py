@@ -4,8 +4,14 @@ publishing a count before its data leaves an inconsistent file, after it a consi
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from mmlab.course import killed
+import pytest
+
+from mmlab.course import hazards, killed
 
 
 def test_a_killed_mapping_writer_loses_nothing(tmp_path):
@@ -60,3 +66,55 @@ def test_an_inconsistent_store_is_reported_as_such():
     assert killed.KilledStore(20, 40, True, None, 20).consistent
     lines = killed.store_lines([behind, broken])
     assert "NOT consistent" in lines[0] and "did not open: X: y" in lines[1]
+
+
+def test_a_child_is_killed_when_the_with_block_is_left_by_an_error():
+    with pytest.raises(KeyboardInterrupt), hazards.started("import time; time.sleep(60)") as child:
+        raise KeyboardInterrupt  # as a Ctrl-C before the demo kills its child
+    assert child.returncode == -signal.SIGKILL and child.stdout.closed
+
+
+_PARENT = """
+import sys, time
+from mmlab.course.hazards import started
+with started("import os, time; print(os.getpid(), flush=True); time.sleep(60)") as child:
+    print(child.stdout.readline().decode().strip(), flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_child_dies_with_its_killed_parent():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1]
+    )
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert _alive(child_pid)
+    finally:
+        parent.kill()  # no finally of its own runs: PR_SET_PDEATHSIG must end the child
+        parent.wait()
+        parent.stdout.close()
+    deadline = time.monotonic() + 5
+    while _alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(child_pid)
+
+
+def test_a_mapping_writer_that_dies_first_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(killed, "_MAP_WRITER", "import sys; sys.exit(3)")
+    with pytest.raises(RuntimeError, match="died before it was ready"):
+        killed.killed_mapping_writer(tmp_path / "k.bin", 4 * 4096)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_store_writer_stops_by_itself():
+    loop = killed._STORE_WRITER
+    assert "while time.monotonic() < end and i < 2_000_000" in loop and "while True" not in loop

@@ -138,10 +138,17 @@ def test_sqlite_cannot_hold_nan_or_negative_zero(tmp_path):
     values[1, 1] = np.nan
     with pytest.raises(sqlite3.IntegrityError):
         peers.build("sqlite", tmp_path / "b", smiles, values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no half-built "b", no temp
     for kind in ("store", "memmap", "arrow", "lmdb"):  # the others keep both, bit for bit
         with peers.open_peer(kind, peers.build(kind, tmp_path / kind, smiles, values)) as peer:
             got = peer.take([0, 1])[1]
         assert got.tobytes() == values.tobytes(), kind
+
+
+def test_an_empty_sqlite_peer_opens_with_no_records(tmp_path):
+    path = peers.build("sqlite", tmp_path / "empty", [], np.zeros((0, len(peers.FIELDS))))
+    with peers.open_peer("sqlite", path) as db:
+        assert len(db) == 0
 
 
 def test_bad_arguments(tmp_path, source):

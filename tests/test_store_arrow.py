@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from mmlab import RecordStore
 from mmlab.store import StoreClosedError, remap
+from mmlab.store.publish import natural_key
 
 pa = pytest.importorskip("pyarrow")
 pc = pytest.importorskip("pyarrow.compute")
@@ -502,7 +503,7 @@ def test_export_parquet_of_an_empty_store_keeps_the_schema(tmp_path):
 
 def test_shard_names_sort_in_record_order_past_99999_shards():
     names = [f"part-{k:05d}.parquet" for k in (99_999, 100_000, 2)]
-    assert sorted(names, key=lambda name: arrow._natural(Path(name))) == [
+    assert sorted(names, key=lambda name: natural_key(Path(name))) == [
         "part-00002.parquet",
         "part-99999.parquet",
         "part-100000.parquet",

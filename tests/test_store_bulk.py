@@ -484,3 +484,29 @@ def test_a_writer_sigkilled_while_extending_by_columns_leaves_only_flushed_batch
         assert store.take(range(n))[0] == [f"C{k}" for k in range(n)]
         np.testing.assert_array_equal(store.column("alpha"), -np.arange(n))
         np.testing.assert_array_equal(store.column("U0"), np.arange(n) / 7)
+
+
+def test_take_accepts_a_generator_and_a_set(store_path):
+    with RecordStore.create(store_path, FIELDS, capacity=16) as store:
+        store.extend((smiles_of(i), value_row(i)) for i in range(6))
+        smiles, values = store.take(i for i in (4, 1))
+        assert smiles == [smiles_of(4), smiles_of(1)]
+        assert values.tolist() == [value_row(4), value_row(1)]
+        assert store.take({2})[0] == [smiles_of(2)]
+        with pytest.raises(TypeError, match="sequence of indices"):
+            store.take(3)
+
+
+def test_pwrite_all_refuses_a_write_of_nothing(monkeypatch):
+    from mmlab.store import bulk
+
+    monkeypatch.setattr(bulk.os, "pwrite", lambda fd, data, offset: 0)
+    with pytest.raises(OSError, match="wrote nothing"):
+        bulk._pwrite_all(-1, b"abc", 0)
+
+
+def test_encode_strings_is_the_store_layout():
+    from mmlab.store import bulk
+
+    offsets, heap = bulk.encode_strings(["C", "", "é"])
+    assert offsets.tolist() == [0, 1, 1, 3] and heap.tobytes() == "Cé".encode()

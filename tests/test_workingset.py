@@ -141,3 +141,19 @@ def test_the_exercise_reveal_names_the_last_reference_and_an_earlier_one():
     assert "an earlier call's reference found 63.0 MiB" in why
     _, why = biggerplots.exercise_reveal(measured | {"earlier": []})
     assert "another call may find it elsewhere" in why
+
+
+def test_an_unknown_own_charge_leaves_the_room_unknown():
+    found = _sweep(92 * MiB)
+    found.own = {"cgroup v1": None}
+    assert found.room() is None
+    assert "unknown" in biggerplots.why_cliff(found)
+    assert "the child's own charge: unknown" in biggerplots.sweep_lines(found)[1]
+
+
+def test_a_set_whose_reads_are_unknown_is_not_judged(monkeypatch):
+    done = LimitedRun(memlimit.Mechanism("cgroup v1", True, "a test"), MiB, outcome="completed")
+    done.value = [(0.1, None)] * 7
+    monkeypatch.setattr(workingset, "limited", lambda *a, **k: done)
+    with pytest.raises(RuntimeError, match="storage reads are unknown"):
+        workingset.measure("nowhere", MiB, MiB, done.mechanism)

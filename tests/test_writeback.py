@@ -146,3 +146,30 @@ def test_the_flush_race_shows_each_calls_guarantee(tmp_path):
     if race.device_unknown is None:
         assert median("device_bytes", "os.fsync") >= 16 * PAGE
         assert "the whole device" in lines
+
+
+def test_the_flush_race_refuses_less_than_a_page(tmp_path):
+    with pytest.raises(ValueError, match="at least a page"):
+        flushcost.flush_race(tmp_path / "race.bin", PAGE - 1, repeats=1)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["posix_fallocate", "mmap", "compare"])
+def test_a_failing_flush_race_leaves_no_file_and_no_descriptor(tmp_path, monkeypatch, where):
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt if where == "compare" else OSError(95, "not supported")
+
+    if where == "mmap":
+        monkeypatch.setattr(flushcost.mmap, "mmap", fail)
+    else:
+        monkeypatch.setattr(flushcost.os if where != "compare" else flushcost, where, fail)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        flushcost.flush_race(tmp_path / "race.bin", 4 * PAGE, repeats=1)
+    assert not list(tmp_path.iterdir())
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_the_meminfo_sampler_documents_its_public_methods():
+    for name in ("start", "stop", "mark", "marks", "times", "dirty", "writeback", "plot", "live"):
+        assert getattr(writeback.MeminfoSampler, name).__doc__, name

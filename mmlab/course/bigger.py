@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlab.instruments import memlimit, pagecache
+from mmlab.instruments import memlimit, pagecache, sysinfo
+from mmlab.instruments.memgroup import storage_read_bytes
 from mmlab.instruments.memlimitrun import LimitedRun, run
 
 __all__ = [
@@ -132,18 +133,16 @@ def column_means(path: str | os.PathLike[str]) -> list[float]:
         return [float(store.column(name).mean()) for name in store.fields]
 
 
-def storage_read() -> int:
-    """This process's bytes read from storage so far (0 where /proc/self/io is unreadable)."""
-    try:
-        with open("/proc/self/io") as f:
-            return next(int(ln.split()[1]) for ln in f if ln.startswith("read_bytes:"))
-    except (OSError, StopIteration):
-        return 0
+def storage_read() -> int | None:
+    """This process's bytes read from storage so far (None where /proc/self/io is unreadable)."""
+    return storage_read_bytes("self")
 
 
-def passes(path: str | os.PathLike[str], size: int, count: int = PASSES) -> list[tuple[float, int]]:
+def passes(
+    path: str | os.PathLike[str], size: int, count: int = PASSES
+) -> list[tuple[float, int | None]]:
     """(seconds, bytes read from storage) of each pass reading the first ``size`` bytes of
-    the mapped file."""
+    the mapped file; the bytes are None where /proc/self/io cannot be read."""
     import mmap
 
     done = []
@@ -152,7 +151,9 @@ def passes(path: str | os.PathLike[str], size: int, count: int = PASSES) -> list
         for _ in range(count):
             read, start = storage_read(), time.perf_counter()
             words.sum()  # reads every byte; the sum itself is not needed
-            done.append((time.perf_counter() - start, storage_read() - read))
+            after = storage_read()
+            read = None if read is None or after is None else after - read
+            done.append((time.perf_counter() - start, read))
         del words  # the mapping cannot close while a view holds it
     return done
 
@@ -210,27 +211,21 @@ def workloads(
     }
 
 
-def own_memory(budget: int, mechanism: memlimit.Mechanism | None = None) -> int:
+def own_memory(budget: int, mechanism: memlimit.Mechanism | None = None) -> int | None:
     """What the limit counts for a child that does nothing: the pages it writes on its own
-    (0 where the peak is unknown)."""
+    (None where the peak is unknown: ``LimitedRun.peak_source`` says why)."""
     done = run(len, (), budget=budget, mechanism=mechanism)
-    return done.peak or 0
+    return done.peak
 
 
 def swap_total() -> int | None:
-    """SwapTotal of /proc/meminfo in bytes, or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("SwapTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    """SwapTotal of /proc/meminfo in bytes (``sysinfo``'s reader), or None where unreadable."""
+    found = sysinfo._swap_total()
+    return found.value if found.known else None
 
 
-def _mib(n: float) -> str:
-    return f"{n / MiB:,.1f} MiB"
+def _mib(n: float | None) -> str:
+    return "unknown" if n is None else f"{n / MiB:,.1f} MiB"
 
 
 def _slowdown(sweep) -> float | None:
@@ -260,7 +255,9 @@ def summary(runs: dict[str, LimitedRun], sweep, file_bytes: int) -> tuple[dict, 
         "stream_outcome": stream.outcome,
         "stream_peak": stream.peak,
         "stream_private_peak": stream.private_peak,
-        "stream_read_bytes": stream.read_bytes,
+        "stream_read_bytes": stream.read_bytes,  # None: unknown, and the next line says why
+        "stream_read_bytes_source": stream.read_bytes_source,
+        "stream_peak_source": stream.peak_source,
         "largest_fast": fast,
         "first_slow": slow,
         "own_memory": sweep.own[sweep.strongest],
@@ -299,9 +296,12 @@ def summary(runs: dict[str, LimitedRun], sweep, file_bytes: int) -> tuple[dict, 
             f"degraded ({unswapped}; with swap it would first slow down, explained only); file "
             "pages that do not fit do degrade: they are read again on every pass"
         )
+    read = _mib(stream.read_bytes)
+    if stream.read_bytes is None:
+        read += f" ({stream.read_bytes_source})"
     way_out = (
         f"the mapped column stream {stream.outcome} in {stream.seconds:.2f} s, reading "
-        f"{_mib(stream.read_bytes)} with private memory +{_mib(stream.private_peak)}"
+        f"{read} with private memory +{_mib(stream.private_peak)}"
     )
     verdict_2 = (
         "true: mapping streams data bigger than the budget with flat private memory; it does "

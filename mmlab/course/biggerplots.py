@@ -51,8 +51,8 @@ MiB = 2**20
 PLACES = 21  # a record's string offset, its 19 fields, its string: the places take() reads
 
 
-def _mib(n: float) -> str:
-    return f"{n / MiB:,.1f} MiB"
+def _mib(n: float | None) -> str:
+    return "unknown" if n is None else f"{n / MiB:,.1f} MiB"
 
 
 def mechanism_lines() -> list[str]:
@@ -97,11 +97,18 @@ def workload_lines(runs: dict[str, LimitedRun], file_bytes: int) -> list[str]:
     budget = next(iter(runs.values())).budget
     lines = [f"store {_mib(file_bytes)}, budget {_mib(budget)}"]
     for name, r in runs.items():
-        refaults = "" if r.refaults is None else f", {r.refaults:,} refaults"
+        refaults = ""
+        if r.mechanism.limits_page_cache:
+            refaults = ", refaults unknown" if r.refaults is None else f", {r.refaults:,} refaults"
+        read = (
+            f"storage reads {r.read_bytes_source}"
+            if r.read_bytes is None
+            else f"{_mib(r.read_bytes)} read from storage "
+            f"({r.read_bytes / file_bytes:.2f}x the file)"
+        )
         lines.append(
             f"{name:>15}: {r.outcome} after {r.seconds:.2f} s; private memory "
-            f"+{_mib(r.private_peak)}{_peak(r)}; {_mib(r.read_bytes)} read from storage "
-            f"({r.read_bytes / file_bytes:.2f}x the file){refaults}"
+            f"+{_mib(r.private_peak)}{_peak(r)}; {read}{refaults}"
         )
     notes = {n for r in runs.values() for n in r.notes}
     return lines + [f"note: {n}" for n in sorted(notes)]
@@ -147,7 +154,13 @@ def why_naive(runs: dict[str, LimitedRun], file_bytes: int) -> str:
     r = runs["read()"]
     head = f"read() needs {_mib(file_bytes)} of private memory under a {_mib(r.budget)} budget"
     if r.outcome == "MemoryError":
-        when = "before a byte was read" if r.read_bytes == 0 else f"after {_mib(r.read_bytes)} read"
+        when = (
+            "before a byte was read"
+            if r.read_bytes == 0
+            else f"after {_mib(r.read_bytes)} read"
+            if r.read_bytes is not None
+            else f"(its storage reads are {r.read_bytes_source})"
+        )
         return (
             f"{head}: {r.mechanism.name} refused the reservation of the buffer {when} (it "
             "counts the virtual size of private writable mappings, so asking is enough), and "
@@ -155,9 +168,11 @@ def why_naive(runs: dict[str, LimitedRun], file_bytes: int) -> str:
         )
     if r.outcome == OOM_KILLED:
         copied = r.private_peak
-        reread = r.read_bytes - copied
+        reread = None if r.read_bytes is None else r.read_bytes - copied
         extra = (
-            f"; it read {_mib(r.read_bytes)} from storage for the {_mib(copied)} it had "
+            f"; its storage reads are {r.read_bytes_source}"
+            if reread is None
+            else f"; it read {_mib(r.read_bytes)} from storage for the {_mib(copied)} it had "
             f"copied: {_mib(reread)} more, pages read ahead and dropped before read() copied "
             "them"
             if reread > r.budget / 16
@@ -185,7 +200,7 @@ def why_list(r: LimitedRun, file_bytes: int) -> str:
         return (
             f"the list of records ({objects}) grew private memory to {_mib(r.private_peak)} "
             f"of the {_mib(r.budget)} budget after {r.seconds:.2f} s, reading "
-            f"{_mib(r.read_bytes)} ({r.read_bytes / file_bytes:.0%} of the file): the OOM "
+            f"{_mib(r.read_bytes)}{_share(r, file_bytes)}: the OOM "
             f"killer ended it, as it would on a full machine without swap. {_charged(r)}"
         )
     if r.outcome == "MemoryError":
@@ -194,23 +209,31 @@ def why_list(r: LimitedRun, file_bytes: int) -> str:
             f"private memory by {_mib(r.private_peak)}: MemoryError after {r.seconds:.2f} s"
         )
     if r.outcome.startswith("killed at the timeout"):
+        head = f"the list had not finished after {r.seconds:.1f} s; it read {_mib(r.read_bytes)}"
+        if r.read_bytes is None:
+            return f"{head} bytes from storage ({r.read_bytes_source})"
         kept = r.read_bytes > file_bytes
-        return (
-            f"the list had not finished after {r.seconds:.1f} s; it read {_mib(r.read_bytes)}"
-            + (
-                ", more than the file: pages were dropped and read again (thrashing)"
-                if kept
-                else ", less than the file: it stalled rather than thrashed"
-            )
+        return head + (
+            ", more than the file: pages were dropped and read again (thrashing)"
+            if kept
+            else ", less than the file: it stalled rather than thrashed"
         )
     return f"the list of records ended '{r.outcome}' after {r.seconds:.2f} s"
+
+
+def _share(r: LimitedRun, file_bytes: int) -> str:
+    """`` (N% of the file)``, or where the reads are unknown, why."""
+    if r.read_bytes is None:
+        return f" ({r.read_bytes_source})"
+    return f" ({r.read_bytes / file_bytes:.0%} of the file)"
 
 
 def _charged(r: LimitedRun) -> str:
     """What the cgroup charged at the sample where its private charge peaked, against the
     child's RssAnon growth: the gap is copies of inherited pages."""
     anon, own = r.series("anon"), r.series("rss_anon")
-    alive = [i for i, v in enumerate(own) if v == v and i < len(anon)]  # RssAnon readable
+    # the samples where RssAnon and the cgroup's private charge were both readable
+    alive = [i for i, v in enumerate(own) if v == v and i < len(anon) and anon[i] == anon[i]]
     if not alive or max(anon[i] for i in alive) <= 0:
         return "(This mechanism reports no private charge of its own to compare with.)"
     i = max(alive, key=anon.__getitem__)
@@ -273,7 +296,7 @@ def why_stream(r: LimitedRun, file_bytes: int) -> str:
     skipped = (
         f" (it read {_mib(r.read_bytes)}, {r.read_bytes / file_bytes:.0%} of the file: the "
         "SMILES strings are never touched)"
-        if r.read_bytes < file_bytes
+        if r.read_bytes is not None and r.read_bytes < file_bytes
         else ""
     )
     return (

@@ -9,8 +9,8 @@ for what it saw are ``mmlab.course.durableviews``). ``blog_writer`` runs the blo
 ``OSError`` at a call, never a SIGBUS of this process) with different flush policies in
 interleaved rounds and counts what each made storage write: the bytes the process dirtied
 (``write_bytes``: a flush cleans a page, the next record's write dirties the whole page
-again) and the bytes the device wrote, every process's, beside what it wrote in an idle
-interval as long just after.
+again) and the bytes the device wrote, every process's, from each call to the next one's
+(untimed) setup, beside what it wrote in an idle interval as long just after.
 """
 
 from __future__ import annotations
@@ -82,34 +82,36 @@ def watch_dirty(
     until they are clean again or ``timeout`` passes (default: the flusher's longest wait
     plus 10 s, or 60 s where the settings are unknown)."""
     path = Path(path)
-    with open(path, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, nbytes)
-        os.fsync(f.fileno())
-    if timeout is None:
-        wait = rules.longest_wait
-        timeout = 60.0 if wait is None else wait + 10.0
-    sampler, scope = dirty_sampler(path, interval=0.01)
-    system_wide = getattr(sampler, "system_wide", False)
-    pages = nbytes // _PAGE
-    draw = LiveFigure(lambda ax: draw_life(sampler, rules, ax), every=every, figsize=(9, 3.4))
-    with sampler, draw as live:
-        baseline = int(sampler.dirty[-1]) if system_wide else 0
-        with open(path, "r+b") as f, mmap.mmap(f.fileno(), nbytes) as mm:
-            mm[:] = b"\xab" * nbytes  # every page dirty
-            sampler.mark("written")
-            written = time.perf_counter()
-        system_dirty = meminfo_dirty()[0]
-        clean = None
-        while time.perf_counter() - written < timeout:
-            live.update()
-            time.sleep(0.05)
-            settled = sampler.dirty[-1] <= baseline + (pages // 2 if system_wide else 0)
-            if settled and sampler.writeback[-1] == 0:
-                clean = time.perf_counter() - written
-                sampler.mark("clean")
-                break
-        time.sleep(0.3)  # a few samples after the end, so the plot shows it
-    path.unlink(missing_ok=True)  # its pages were counted; the file is not needed
+    try:
+        with open(path, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+            os.fsync(f.fileno())
+        if timeout is None:
+            wait = rules.longest_wait
+            timeout = 60.0 if wait is None else wait + 10.0
+        sampler, scope = dirty_sampler(path, interval=0.01)
+        system_wide = getattr(sampler, "system_wide", False)
+        pages = nbytes // _PAGE
+        draw = LiveFigure(lambda ax: draw_life(sampler, rules, ax), every=every, figsize=(9, 3.4))
+        with sampler, draw as live:
+            baseline = int(sampler.dirty[-1]) if system_wide else 0
+            with open(path, "r+b") as f, mmap.mmap(f.fileno(), nbytes) as mm:
+                mm[:] = b"\xab" * nbytes  # every page dirty
+                sampler.mark("written")
+                written = time.perf_counter()
+            system_dirty = meminfo_dirty()[0]
+            clean = None
+            while time.perf_counter() - written < timeout:
+                live.update()
+                time.sleep(0.05)
+                settled = sampler.dirty[-1] <= baseline + (pages // 2 if system_wide else 0)
+                if settled and sampler.writeback[-1] == 0:
+                    clean = time.perf_counter() - written
+                    sampler.mark("clean")
+                    break
+            time.sleep(0.3)  # a few samples after the end, so the plot shows it
+    finally:
+        path.unlink(missing_ok=True)  # counted, or failed: either way not needed, not left
     times, dirty = sampler.times, sampler.dirty
     at = next(t for t, label in sampler.marks if label == "written")
     after = times >= at
@@ -346,19 +348,26 @@ def blog_writer(
     names = {_policy_name(k): k for k in policies}
     device: dict[str, list[int | None]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="writer_", dir=folder) as tmp:
+        # the device's bytes from the end of one call's setup to the next setup (as in
+        # flushcost): the sysfs reads stay out of the timed calls
+        counting: list = []
+
+        def counted() -> None:
+            if counting:
+                name, writes = counting.pop()
+                writes.__exit__(None, None, None)
+                device[name].append(writes.nbytes)
 
         def writer(name: str):
-            def run() -> None:
-                with DeviceWrites(tmp) as d:
-                    write_blog(Path(tmp) / "blog.dat", records, names[name])
-                device[name].append(d.nbytes)
+            return lambda: write_blog(Path(tmp) / "blog.dat", records, names[name])
 
-            return run
-
-        def fresh() -> None:
+        def fresh(name: str) -> None:
+            counted()
             reserve(Path(tmp) / "blog.dat", size)
+            counting.append((name, DeviceWrites(tmp).__enter__()))
 
         result = compare({name: writer(name) for name in names}, repeats, setup=fresh, warmup=0)
+        counted()
         unknown = DeviceWrites(tmp).unknown
         idle_s = min(5.0, max(result[name].seconds.median for name in names)) if idle else 0.0
         with DeviceWrites(tmp) as quiet:

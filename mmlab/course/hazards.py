@@ -22,6 +22,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ __all__ = [
     "TinyFs",
     "died_of",
     "outcome",
+    "started",
     "tiny_filesystem",
     "tiny_lines",
     "truncated_mapping",
@@ -47,6 +50,38 @@ def died_of(returncode: int) -> str:
         signal.SIGSEGV: "a segmentation fault: an address its mappings do not allow",
     }
     return f"was killed by {sig.name} (returncode {returncode}): {plain.get(sig, sig.name)}"
+
+
+# Each child first asks the kernel to SIGKILL it when this process (the thread that started
+# it) dies, PR_SET_PDEATHSIG, and exits at once if this process is already gone.
+_ORPHANED = """
+import ctypes, os, signal
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ["MMLAB_PARENT"]):
+    os._exit(1)
+"""
+
+
+@contextmanager
+def started(code: str, *args: str) -> Iterator[subprocess.Popen]:
+    """A Python child running ``code`` (its stdout a pipe), SIGKILLed on leaving the ``with``
+    if still alive, whatever ends it (an error, Ctrl-C), and when this process dies."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ORPHANED + code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # killed anyway; nothing of it may reach the notebook
+        env={**os.environ, "MMLAB_PARENT": str(os.getpid())},
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
 
 
 def _python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -72,9 +107,11 @@ with open(path, "r+b") as f:
 def truncated_mapping(folder: str | os.PathLike[str]) -> dict:
     """A child maps a 3-page file, truncates it to one page, writes to the third page."""
     path = Path(folder) / "truncated.bin"
-    path.write_bytes(b"\0" * 3 * 4096)
-    child = _python(_TRUNCATED, str(path))
-    path.unlink(missing_ok=True)
+    try:
+        path.write_bytes(b"\0" * 3 * 4096)
+        child = _python(_TRUNCATED, str(path))
+    finally:
+        path.unlink(missing_ok=True)
     return {
         "returncode": child.returncode,
         "said": child.stdout.splitlines(),
@@ -129,6 +166,7 @@ class TinyFs:
     create: str | None  # what RecordStore.create said for the first store too big
     fits: tuple[int, int] | None = None  # the largest store created: records, bytes
     gone: str = ""  # what became of the mount
+    size: int = 2**20  # the tmpfs's bytes (the sparse file: four times as many)
 
     @property
     def sigbus(self) -> bool:
@@ -139,10 +177,10 @@ def _last_words(child: subprocess.CompletedProcess) -> str:
     return (child.stderr.strip() or f"returncode {child.returncode}").splitlines()[-1]
 
 
-def _found(how: str, child: subprocess.CompletedProcess, gone: str) -> TinyFs:
+def _found(how: str, child: subprocess.CompletedProcess, gone: str, size: int) -> TinyFs:
     found = json.loads(child.stdout)
     fits = tuple(found["fits"]) if "fits" in found else None
-    return TinyFs(how, None, found["returncode"], found.get("create"), fits, gone)
+    return TinyFs(how, None, found["returncode"], found.get("create"), fits, gone, size)
 
 
 def _host_mount(size: int) -> TinyFs | str:
@@ -158,6 +196,8 @@ def _host_mount(size: int) -> TinyFs | str:
         return f"mount failed: {mounted.stderr.strip()}"
     try:
         child = _python(_ON_TINY, str(folder), str(size), _FILL)
+    except subprocess.TimeoutExpired as error:
+        child = f"the demonstration took longer than {error.timeout:g} s there"
     finally:
         gone = "unmounted afterwards"
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
@@ -169,9 +209,11 @@ def _host_mount(size: int) -> TinyFs | str:
             )
         if not gone.startswith("STILL"):
             shutil.rmtree(folder, ignore_errors=True)
+    if isinstance(child, str):
+        return child
     if child.returncode:
         return f"the demonstration failed there: {_last_words(child)}"
-    return _found("mount as root", child, gone)
+    return _found("mount as root", child, gone, size)
 
 
 def _unshared(size: int, root: bool) -> TinyFs | str:
@@ -187,16 +229,18 @@ def _unshared(size: int, root: bool) -> TinyFs | str:
              str(folder), str(size), sys.executable, _ON_TINY, _FILL],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        if child.returncode:
-            return f"unshare {' '.join(flags)} failed: {_last_words(child)}"
-        how = (
-            "unshare as root (a private mount namespace)"
-            if root
-            else "unshare (a private user and mount namespace)"
-        )
-        return _found(how, child, "it existed only in that namespace and vanished with it")
+    except subprocess.TimeoutExpired as error:  # killed by run(); its namespace went with it
+        return f"unshare {' '.join(flags)} took longer than {error.timeout:g} s"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if child.returncode:
+        return f"unshare {' '.join(flags)} failed: {_last_words(child)}"
+    how = (
+        "unshare as root (a private mount namespace)"
+        if root
+        else "unshare (a private user and mount namespace)"
+    )
+    return _found(how, child, "it existed only in that namespace and vanished with it", size)
 
 
 def tiny_filesystem(size: int = 2**20) -> TinyFs:
@@ -223,21 +267,32 @@ def tiny_filesystem(size: int = 2**20) -> TinyFs:
         "and JupyterHubs, and restricted by AppArmor on Ubuntu 23.10 and later)",
         None,
         None,
+        size=size,
     )
 
 
 # -- what the notebook prints ---------------------------------------------------------------
 
 
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:g} {unit}"
+    return f"{nbytes:,} bytes"
+
+
 def tiny_lines(tiny: TinyFs) -> list[str]:
+    """The tiny file system's demo in words (its sizes from ``tiny.size``), or why it was
+    skipped."""
     if tiny.how is None:
         return [
             f"not shown here: {tiny.skipped}",
             "so you see the explanation above, not the signal",
         ]
     lines = [
-        f"a 1 MiB tmpfs, mounted by {tiny.how}; {tiny.gone}",
-        f"filling a 4 MiB sparse file through a mapping: the child {died_of(tiny.returncode)}"
+        f"a {_size(tiny.size)} tmpfs, mounted by {tiny.how}; {tiny.gone}",
+        f"filling a {_size(4 * tiny.size)} sparse file through a mapping: the child "
+        f"{died_of(tiny.returncode)}"
         + ("; here: tmpfs could allocate no page beyond its size" if tiny.sigbus else ""),
     ]
     if tiny.fits:

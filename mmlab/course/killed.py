@@ -29,12 +29,11 @@ import os
 import random
 import select
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmlab.course.hazards import died_of
+from mmlab.course.hazards import died_of, started
 
 __all__ = [
     "KilledStore",
@@ -54,17 +53,14 @@ __all__ = [
 _PAGE = 4096
 
 
-def _start(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # killed anyway; nothing of it may reach the notebook
-    )
-
-
 def _kill(child: subprocess.Popen) -> None:
     child.kill()
     child.wait()
+
+
+def _ready(child: subprocess.Popen, what: str) -> None:
+    if not child.stdout.readline():  # its first line, or end of file: it died first
+        raise RuntimeError(f"the {what} died before it was ready")
 
 
 # -- a mapping writer, and a buffered writer --------------------------------------------------
@@ -97,10 +93,9 @@ def killed_mapping_writer(path: str | os.PathLike[str], size: int) -> dict:
     with open(path, "wb") as f:
         f.truncate(size)
     try:
-        child = _start(_MAP_WRITER, str(path), str(size))
-        child.stdout.readline()  # "written"
-        _kill(child)
-        child.stdout.close()
+        with started(_MAP_WRITER, str(path), str(size)) as child:
+            _ready(child, "mapping writer")  # "written"
+            _kill(child)
         dirty = dirty_pages(path)
         got = Path(path).read_bytes()
     finally:
@@ -131,11 +126,9 @@ def killed_buffered_writer(folder: str | os.PathLike[str], nbytes: int = 3000) -
     for how in ("no flush", "flush"):
         path = Path(folder) / "buffered.txt"
         try:
-            child = _start(_BUFFERED, str(path), str(nbytes), how)
-            if not child.stdout.readline():
-                raise RuntimeError("the buffered writer died before it wrote")
-            _kill(child)
-            child.stdout.close()
+            with started(_BUFFERED, str(path), str(nbytes), how) as child:
+                _ready(child, "buffered writer")  # "written"
+                _kill(child)
             found[how] = path.stat().st_size
         finally:
             path.unlink(missing_ok=True)
@@ -186,11 +179,10 @@ def killed_counters(
             for name, first in (("data first", "data"), ("count first", "count")):
                 with open(path, "wb") as f:
                     f.truncate(_PAGE * (records + 1))
-                child = _start(_COUNTER_WRITER, str(path), str(records), first)
-                child.stdout.readline()  # "ready"
-                time.sleep(wait)
-                _kill(child)
-                child.stdout.close()
+                with started(_COUNTER_WRITER, str(path), str(records), first) as child:
+                    _ready(child, "counter writer")  # "ready"
+                    time.sleep(wait)
+                    _kill(child)
                 found[name].append(_counter_consistent(path.read_bytes()))
     finally:
         path.unlink(missing_ok=True)
@@ -198,6 +190,7 @@ def killed_counters(
 
 
 def counter_lines(found: dict[str, list[bool]]) -> list[str]:
+    """``killed_counters``'s findings: one line per writer, consistent kills of all."""
     lines = []
     for name, kills in found.items():
         when = "after" if name == "data first" else "before"
@@ -218,14 +211,14 @@ def source_record(i: int) -> tuple[str, list[float]]:
 
 
 _STORE_WRITER = """
-import sys
+import sys, time
 from mmlab import RecordStore
 from mmlab.course.killed import source_record
 path, batch = sys.argv[1], int(sys.argv[2])
 with RecordStore.create(path, ("value",), capacity=1024, overwrite=True) as store:
     print("ready", flush=True)
-    i = 0
-    while True:
+    i, end = 0, time.monotonic() + 60  # killed long before; bounded if it is not
+    while time.monotonic() < end and i < 2_000_000:
         store.append(*source_record(i))
         i += 1
         if i % batch == 0:
@@ -290,12 +283,11 @@ def killed_store_writer(
     found = []
     try:
         for _ in range(trials):
-            child = _start(_STORE_WRITER, str(path), str(batch))
-            child.stdout.readline()  # "ready": the store exists
-            time.sleep(rng.uniform(0.05, 0.5))
-            _kill(child)
-            output = _rest(child.stdout, time.perf_counter() + 2)
-            child.stdout.close()
+            with started(_STORE_WRITER, str(path), str(batch)) as child:
+                _ready(child, "store writer")  # "ready": the store exists
+                time.sleep(rng.uniform(0.05, 0.5))
+                _kill(child)
+                output = _rest(child.stdout, time.perf_counter() + 2)
             numbers = [int(w) for w in output.split() if w.isdigit()]
             found.append(_reopen(path, numbers[-1] if numbers else 0, batch))
     finally:
@@ -307,6 +299,7 @@ def killed_store_writer(
 
 
 def mapping_lines(found: dict) -> list[str]:
+    """``killed_mapping_writer``'s findings: how the child died, bytes read back, dirty."""
     dirty = found["dirty_after"]
     left = (
         f"{dirty:,} pages of the file were still dirty after the kill"
@@ -322,6 +315,7 @@ def mapping_lines(found: dict) -> list[str]:
 
 
 def why_nothing_lost(found: dict) -> str:
+    """Why a killed mapping writer lost nothing (``killed_mapping_writer``'s findings)."""
     dirty = found["dirty_after"]
     pending = (
         f" {dirty:,} of its pages were still dirty: not yet on storage, yet every reader sees "
@@ -338,6 +332,7 @@ def why_nothing_lost(found: dict) -> str:
 
 
 def buffered_lines(found: dict) -> list[str]:
+    """``killed_buffered_writer``'s findings: the bytes kept without and after a flush."""
     n, kept, flushed = found["nbytes"], found["no flush"], found["flush"]
     lost = (
         "they were in the process's own buffer, and died with it"
@@ -357,6 +352,7 @@ def buffered_lines(found: dict) -> list[str]:
 
 
 def store_lines(found: list[KilledStore]) -> list[str]:
+    """``killed_store_writer``'s findings: one line per kill, and stores ahead of a report."""
     lines = []
     for k, trial in enumerate(found, start=1):
         if trial.count is None:

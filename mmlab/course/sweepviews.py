@@ -28,8 +28,8 @@ __all__ = [
 MiB = 2**20
 
 
-def _mib(n: float) -> str:
-    return f"{n / MiB:,.1f} MiB"
+def _mib(n: float | None) -> str:
+    return "unknown" if n is None else f"{n / MiB:,.1f} MiB"
 
 
 def _kind(sweep: Sweep, name: str, p) -> str:
@@ -109,7 +109,14 @@ def why_cliff(sweep: Sweep) -> str:
             f"so no working set up to {_mib(fast)} thrashed; a cgroup machine's result (class "
             "results) answers the question"
         )
-    room, below = sweep.room(), sweep.room() - slow
+    room = sweep.room()
+    if room is None:
+        return (
+            f"bisected: {_mib(fast)} settled within {PASSES} passes, {_mib(slow)} did not; the "
+            "room (the budget minus the child's own charge) is unknown here: the cgroup has no "
+            "peak counter and none of its charge was sampled"
+        )
+    below = room - slow
     settled = [p for p in sweep.ordered(sweep.strongest) if p.settled_after is not None]
     later = ", ".join(f"{_mib(p.size)} after pass {p.settled_after}" for p in settled)
     if sweep.point(slow).settling:

@@ -124,6 +124,11 @@ def measure(path: Path, size: int, budget: int, mechanism: memlimit.Mechanism) -
         if not done.completed:
             raise RuntimeError(f"the working set of {size:,} bytes: {done.outcome} {done.error}")
         seconds, reads = zip(*done.value, strict=True)
+        if None in reads:  # thrashing is judged by re-reads: without them, say so
+            raise RuntimeError(
+                f"the working set of {size:,} bytes: its storage reads are unknown "
+                "(/proc/self/io cannot be read here), so thrashing cannot be judged"
+            )
         point = Point(size, list(seconds), list(reads), done.refaults, repeated=again)
         if not point.borderline:
             break
@@ -157,7 +162,7 @@ class Sweep:
     those the bisection added under the strongest."""
 
     budget: int
-    own: dict[str, int]
+    own: dict[str, int | None]  # None: the child's own charge is unknown (no peak counter)
     points: dict[str, list[Point]] = field(default_factory=dict)
 
     @property
@@ -201,9 +206,10 @@ class Sweep:
     def point(self, size: int, name: str | None = None) -> Point:
         return next(p for p in self.points[name or self.strongest] if p.size == size)
 
-    def room(self, name: str | None = None) -> int:
-        """The budget minus what the child charges on its own."""
-        return self.budget - self.own[name or self.strongest]
+    def room(self, name: str | None = None) -> int | None:
+        """The budget minus what the child charges on its own; None where that is unknown."""
+        own = self.own[name or self.strongest]
+        return None if own is None else self.budget - own
 
 
 def sweep(

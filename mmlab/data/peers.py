@@ -43,15 +43,8 @@ from typing import Any
 import numpy as np
 
 from mmlab.data import qm9
-from mmlab.data.peertools import (
-    ArrowPeer,
-    LMDBPeer,
-    MemmapPeer,
-    MemmapRowsPeer,
-    Peer,
-    SQLitePeer,
-    StorePeer,
-)
+from mmlab.data.peerdbs import LMDBPeer, SQLitePeer
+from mmlab.data.peertools import ArrowPeer, MemmapPeer, MemmapRowsPeer, Peer, StorePeer
 from mmlab.data.qm9 import FIELDS
 
 __all__ = [
@@ -69,12 +62,7 @@ __all__ = [
 
 def qm9_columns(limit: int | None = None) -> tuple[list[str], np.ndarray]:
     """QM9's SMILES and its ``(n, 19)`` targets (offline, from qm9pack's cached store)."""
-
-    class _Quiet:
-        def update(self, n: int = 1) -> None:
-            pass
-
-    return qm9._columns("qm9pack", None, limit, _Quiet())
+    return qm9.columns("qm9pack", None, limit)
 
 
 PEERS: dict[str, type[Peer]] = {
@@ -136,6 +124,11 @@ def open_peer(kind: str, path: str | os.PathLike[str], writable: bool = False) -
     return _peer(kind)(Path(path), writable)
 
 
+# Peers whose close() only unmaps and closes this process's fds (no lock, no shared state):
+# a read-only store holds no writer lock, memmap and Arrow hold maps and an fd.
+_SAFE_TO_CLOSE_AFTER_FORK = frozenset({"store", "memmap", "memmap-rows", "arrow"})
+
+
 class PeerDataset:
     """``dataset[i]`` is ``(smiles, float32 values)`` of record ``i``, read by peer ``kind``.
 
@@ -153,6 +146,12 @@ class PeerDataset:
 
     def _open(self) -> Peer:
         if self._peer is None or self._pid != os.getpid():
+            inherited, self._peer = self._peer, None
+            if inherited is not None and self.kind in _SAFE_TO_CLOSE_AFTER_FORK:
+                # A forked worker's copy: release its fds and maps now, not at the worker's
+                # exit. LMDB and SQLite forbid using (or closing) a handle across fork, so
+                # theirs is only dropped: the parent's stays intact.
+                inherited.close()
             self._peer, self._pid = open_peer(self.kind, self.path), os.getpid()
         return self._peer
 

@@ -43,6 +43,7 @@ __all__ = [
     "PreparedRoot",
     "QM9FormatError",
     "Target",
+    "columns",
     "prepare_pyg_root",
     "records",
     "to_store",
@@ -309,15 +310,23 @@ def to_store(
 
     total = QM9_MOLECULES if limit is None else min(limit, QM9_MOLECULES)
     with tqdm(total=total, desc="QM9 -> store", unit="mol") as progress:
-        smiles, values = _columns(source, root, limit, progress)
+        smiles, values = columns(source, root, limit, progress)
     RecordStore.from_columns(path, smiles, values, FIELDS, overwrite=True).close()
     return RecordStore.open(path)
 
 
-def _columns(
-    source: str, root: str | os.PathLike[str] | None, limit: int | None, progress: Any
+def columns(
+    source: str = "auto",
+    root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    progress: Any = None,
 ) -> tuple[list[str], np.ndarray]:
-    """QM9's SMILES and its (n, 19) targets, as ``records`` would give them, as columns."""
+    """QM9's SMILES and its (n, 19) targets, as ``records`` would give them, as columns.
+
+    ``source`` and ``root`` as in ``records``; ``limit``: the first molecules only;
+    ``progress``: anything with ``update(n=1)`` (a tqdm bar), or None for no progress."""
+    if progress is None:
+        progress = _NoProgress()
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be a count, got {limit}")
     if _resolve(source, root) == "qm9pack":
@@ -330,6 +339,11 @@ def _columns(
         rows.append(y)
         progress.update()
     return smiles, _matrix(rows)
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 def _cached_columns(limit: int | None, progress: Any) -> tuple[list[str], np.ndarray]:

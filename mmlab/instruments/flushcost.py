@@ -28,12 +28,16 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmlab.instruments.compare import compare
 from mmlab.instruments.stats import BenchResult
 from mmlab.instruments.writeback import MS_ASYNC, DeviceWrites, dirty_pages, msync
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["ARMS", "FlushRace", "flush_race"]
 
@@ -61,10 +65,13 @@ class FlushRace:
     device_unknown: str | None  # why the device's bytes could not be read
 
     def median(self, counter: str, name: str) -> float | None:
+        """The median of ``counter`` ("dirty_after" or "device_bytes") for call ``name``;
+        None where it was not counted."""
         values = getattr(self, counter).get(name)
         return statistics.median(values) if values else None
 
     def cpu_s(self, name: str) -> float:
+        """Median CPU seconds (user + system) of one call of ``name``."""
         row = self.result[name]
         return row.user_s.median + row.system_s.median
 
@@ -106,7 +113,7 @@ class FlushRace:
             )
         return out
 
-    def plot(self):
+    def plot(self) -> Figure:
         """Left: wall and CPU time per call; right: pages left dirty and device MiB written."""
         import matplotlib.pyplot as plt
 
@@ -159,44 +166,50 @@ def flush_race(
     repeats: int | None = None,
     range_fraction: float = 1 / 8,
 ) -> FlushRace:
-    """Create ``path`` (``nbytes``, space reserved), then race the flush calls on its mapping."""
+    """Create ``path`` (``nbytes``, at least a page, space reserved), race the flush calls on
+    its mapping, and delete it: whatever happens (an error, Ctrl-C), no file is left."""
+    if nbytes < _PAGE:
+        raise ValueError(f"nbytes must be at least a page ({_PAGE:,} bytes), not {nbytes:,}")
     path = Path(path)
     range_bytes = max(_PAGE, int(nbytes * range_fraction) // _PAGE * _PAGE)
-    with open(path, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, nbytes)  # blocks reserved: no allocation in the race
-        os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDWR)
-    mm = mmap.mmap(fd, nbytes)
+    fd, mm = None, None
     calls: list[tuple[str, int | str, int | None]] = []
     state: dict = {"name": None, "device": None, "fill": 0}
-    state["pages"] = np.frombuffer(mm, dtype=np.uint8)
-
-    def note_previous() -> None:
-        if state["name"] is not None:
-            state["device"].__exit__(None, None, None)
-            calls.append((state["name"], dirty_pages(path), state["device"].nbytes))
-
-    def setup(name: str) -> None:
-        note_previous()
-        os.fsync(fd)  # every page clean first, whatever the previous call left
-        state["fill"] = (state["fill"] + 1) % 251
-        state["pages"][:] = state["fill"]  # every page dirty again, with new bytes
-        state["name"], state["device"] = name, DeviceWrites(path).__enter__()
-
     try:
+        with open(path, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)  # blocks reserved: no allocation later
+            os.fsync(f.fileno())
+        fd = os.open(path, os.O_RDWR)
+        mm = mmap.mmap(fd, nbytes)
+        state["pages"] = np.frombuffer(mm, dtype=np.uint8)
+
+        def note_previous() -> None:
+            if state["name"] is not None:
+                state["device"].__exit__(None, None, None)
+                calls.append((state["name"], dirty_pages(path), state["device"].nbytes))
+
+        def setup(name: str) -> None:
+            note_previous()
+            os.fsync(fd)  # every page clean first, whatever the previous call left
+            state["fill"] = (state["fill"] + 1) % 251
+            state["pages"][:] = state["fill"]  # every page dirty again, with new bytes
+            state["name"], state["device"] = name, DeviceWrites(path).__enter__()
+
         arms = _arms(mm, fd, range_bytes)
         result = compare(arms, repeats, setup=setup, title="flush calls, interleaved")
         note_previous()
+        device_unknown = DeviceWrites(path).unknown
     finally:
-        del state["pages"]  # release the buffer, or the mapping could not be closed
-        mm.close()
-        os.close(fd)
+        state.pop("pages", None)  # release the buffer, or the mapping could not be closed
+        if mm is not None:
+            mm.close()
+        if fd is not None:
+            os.close(fd)
+        path.unlink(missing_ok=True)  # 64 MiB left behind would cost a student's quota
     timed = calls[len(arms) :]  # the first round was the untimed warm-up
     dirty = {name: [d for n, d, _ in timed if n == name] for name in arms}
     device = {name: [b for n, _, b in timed if n == name] for name in arms}
     dirty_unknown = next((d for _, d, _ in timed if isinstance(d, str)), None)
-    device_unknown = DeviceWrites(path).unknown
-    path.unlink()  # 64 MiB left behind would cost a student's quota
     return FlushRace(
         result,
         nbytes,

@@ -202,7 +202,9 @@ def journal(path: Path) -> Info:
         return Fact(_OTHER_JOURNALS[fstype], f"{fstype} always has it")
     if mount.fstype not in ("ext4", "ext3"):
         return Unknown(f"{mount.fstype}: no way to read its journal here")
-    name = Path(mount.source).name
+    # sysfs names the device as the kernel does: /dev/mapper/vg-root (LVM, LUKS) is a link
+    # to ../dm-0, whose name is dm-0
+    name = Path(os.path.realpath(mount.source)).name
     task = Path("/sys/fs/ext4") / name / "journal_task"
     options = Path("/proc/fs/ext4") / name / "options"
     try:

@@ -27,20 +27,18 @@ first usable one. A cgroup counts as usable only after this process created (and
 probe cgroup where the child would go; the systemd scope is judged from what the user's manager
 delegates (no probe unit is started), so its reason says "likely".
 
-``_Cgroup`` (and ``_Scope``) is the cgroup ``mmlab.memlimitrun`` makes for one child: its
-limit (and no swap, where swap accounting lets it say so), its counters, its removal.
+``mmlab.instruments.memgroup`` makes the cgroup (or scope) ``mmlab.memlimitrun`` puts one
+child in: its limit (and no swap, where swap accounting lets it say so), its counters, its
+removal.
 """
 
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import resource
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,7 +229,6 @@ def mechanisms(proc: Path = Path("/proc/self"), prefix: Path = Path("/")) -> lis
     try:
         dirs = _cgroup_dirs("memory", proc, prefix)
     except (OSError, ValueError) as exc:
-        dirs = []
         broken = f"cannot read {proc}/cgroup or mountinfo: {exc}"
         return [
             Mechanism(CGROUP_V1, False, broken),
@@ -281,120 +278,3 @@ def scope_command(pid: int, budget: int, unit: str) -> list[str]:
         "0",
         "0",
     ]
-
-
-# -- the cgroup made for one child (mmlab.memlimitrun) -------------------------------------
-
-_names = itertools.count()
-
-
-def _read(path: Path | str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _keyed(text: str | None, key: str) -> int | None:
-    """The number after ``key`` in ``key value`` or ``key: value [kB]`` lines."""
-    for line in (text or "").splitlines():
-        words = line.replace(":", " ").split()
-        if len(words) >= 2 and words[0] == key:
-            return int(words[1])
-    return None
-
-
-class _Cgroup:
-    """A cgroup made for one child: its limit, its counters, and its removal."""
-
-    def __init__(self, path: Path, version: int) -> None:
-        self.path, self.version = path, version
-        v1 = version == 1
-        self.usage_file = "memory.usage_in_bytes" if v1 else "memory.current"
-        self.peak_file = "memory.max_usage_in_bytes" if v1 else "memory.peak"
-        self.events_file = "memory.oom_control" if v1 else "memory.events"
-        self.notes: list[str] = []
-
-    @classmethod
-    def create(cls, parent: str, version: int, budget: int) -> _Cgroup:
-        path = Path(parent) / f"mmlab-{os.getpid()}-{next(_names)}"
-        path.mkdir()
-        group = cls(path, version)
-        try:
-            if version == 1:
-                (path / "memory.limit_in_bytes").write_text(str(budget))
-                swap = path / "memory.memsw.limit_in_bytes"  # memory + swap: no swap either
-                if swap.exists():
-                    swap.write_text(str(budget))
-                else:
-                    group.notes.append(
-                        "swap accounting is off (no memory.memsw.limit_in_bytes): where the "
-                        "machine has swap, the child's private memory could be swapped"
-                    )
-            else:
-                (path / "memory.max").write_text(str(budget))
-                if (path / "memory.swap.max").exists():
-                    (path / "memory.swap.max").write_text("0")
-                else:
-                    group.notes.append("no memory.swap.max: the child's swap is not limited")
-        except BaseException:
-            group.remove()
-            raise
-        return group
-
-    def place(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
-
-    def usage(self) -> dict[str, int | None]:
-        stat = _read(self.path / "memory.stat")
-        refaults = _keyed(stat, "workingset_refault_file")
-        if refaults is None:
-            refaults = _keyed(stat, "workingset_refault")  # kernels before 5.9
-        text = _read(self.path / self.usage_file)
-        v1 = self.version == 1  # v1 names the anonymous charge "rss", the page cache "cache"
-        return {
-            "usage": int(text) if text else None,
-            "refaults": refaults,
-            "anon": _keyed(stat, "rss" if v1 else "anon"),
-            "file": _keyed(stat, "cache" if v1 else "file"),
-        }
-
-    def peak(self) -> int | None:
-        text = _read(self.path / self.peak_file)
-        return int(text) if text else None
-
-    def oom_kills(self) -> int | None:
-        return _keyed(_read(self.path / self.events_file), "oom_kill")
-
-    def remove(self) -> None:
-        # The kernel frees a cgroup a moment after its last process was reaped: retry.
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.01)
-        self.path.rmdir()
-
-
-class _Scope(_Cgroup):
-    """A transient systemd scope: systemd makes the cgroup, and removes it when the child exits."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.notes = []
-        self.unit = f"mmlab-{os.getpid()}-{next(_names)}.scope"
-
-    def place(self, pid: int) -> None:
-        subprocess.run(scope_command(pid, self.budget, self.unit), check=True, capture_output=True)
-        for leaf, _, version in _cgroup_dirs("memory", Path(f"/proc/{pid}"), Path("/")):
-            if version == 2:
-                super().__init__(leaf, 2)
-                return
-        raise OSError(f"pid {pid} is in no cgroup v2 after starting {self.unit}")
-
-    def remove(self) -> None:
-        """systemd stops a scope whose processes all exited."""

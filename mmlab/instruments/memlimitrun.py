@@ -9,8 +9,10 @@ collector would otherwise write to, and so copy, their pages), calls the functio
 back its result or the exception through a pipe. Meanwhile the parent samples the child's
 private and file-backed memory, its page faults and storage bytes read (``/proc/PID``), and
 the cgroup's usage and refaults, and kills it at ``timeout``. The cgroup directory is always
-removed (the kernel may keep a removed memory cgroup alive, "dying", until the page cache
-charged to it is reclaimed: harmless, and visible in /proc/cgroups' count).
+removed, after killing anything the function left in it; where that fails, ``notes`` says
+why (the kernel may keep a removed memory cgroup alive, "dying", until the page cache charged
+to it is reclaimed: harmless, and visible in /proc/cgroups' count). A counter that cannot be
+read stays unknown (NaN in the series, None in ``read_bytes``, ``refaults``, ``peak``).
 
 The child cannot outlive its parent or take it down: it asks the kernel for SIGKILL when the
 parent dies (``PR_SET_PDEATHSIG``, then checks it was not orphaned already), and raises its
@@ -40,17 +42,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmlab.instruments.memgroup import Cgroup, Scope, _keyed, _read, storage_read_bytes
 from mmlab.instruments.memlimit import (
     CGROUP_V1,
     RLIMIT,
     SCOPE,
     Mechanism,
     UnsupportedPlatformError,
-    _Cgroup,
-    _keyed,
     _linux,
-    _read,
-    _Scope,
     best,
 )
 
@@ -81,17 +80,20 @@ class LimitedRun:
 
     @property
     def completed(self) -> bool:
+        """Whether the function returned a value."""
         return self.outcome == "completed"
 
     def series(self, name: str) -> list[float]:
         """A sampled counter, from the child's start (private and file memory: their growth).
-        NaN where the child had exited and its memory could no longer be read."""
+        NaN where it could not be read (a zombie's memory, a missing counter)."""
         base = self.start.get(name, 0.0) if name != "t" else 0.0
+        base = float("nan") if base is None else base
         return [v - base for v in self.samples.get(name, [])]
 
-    def _total(self, name: str) -> float:
-        values = self.series(name)
-        return values[-1] if values else 0.0
+    def _last(self, name: str) -> int | None:
+        """The last known value of a counter, from the child's start, or None if unknown."""
+        known = [v for v in self.series(name) if v == v]
+        return int(known[-1]) if known else None
 
     @property
     def private_peak(self) -> int:
@@ -107,7 +109,7 @@ class LimitedRun:
             return self.private_peak
         if self.cgroup_peak is not None:
             return self.cgroup_peak
-        sampled = self.series("usage")
+        sampled = [v for v in self.series("usage") if v == v]
         return int(max(sampled)) if sampled else None
 
     @property
@@ -117,7 +119,7 @@ class LimitedRun:
             return "RssAnon growth (RLIMIT_DATA counts no page cache)"
         if self.cgroup_peak is not None:
             return "the cgroup's own peak counter"
-        if self.series("usage"):
+        if any(v == v for v in self.series("usage")):
             return (
                 f"sampled every few ms (no peak counter: cgroup v2 has memory.peak from Linux "
                 f"5.19; this is {os.uname().release}), so a short spike may be missed"
@@ -130,23 +132,36 @@ class LimitedRun:
         return None if self.peak is None else self.peak <= self.budget
 
     @property
-    def major_faults(self) -> int:
-        return int(self._total("major_faults"))
+    def major_faults(self) -> int | None:
+        """Page faults the child waited on storage for, or None if never sampled."""
+        return self._last("major_faults")
 
     @property
-    def read_bytes(self) -> int:
-        """Bytes the child caused to be read from storage (``/proc/PID/io`` read_bytes)."""
-        return int(self._total("read_bytes"))
+    def read_bytes(self) -> int | None:
+        """Bytes the child caused to be read from storage (``/proc/PID/io`` read_bytes), or
+        None where that file cannot be read (``read_bytes_source`` says why)."""
+        return self._last("read_bytes")
+
+    @property
+    def read_bytes_source(self) -> str:
+        """Where ``read_bytes`` comes from, or why it is unknown."""
+        if self.read_bytes is not None:
+            return "/proc/PID/io read_bytes"
+        return (
+            "unknown: /proc/PID/io could not be read (no CONFIG_TASK_IO_ACCOUNTING, or a "
+            "container hides it)"
+        )
 
     @property
     def refaults(self) -> int | None:
-        """Pages the cgroup evicted and then had to read again, or None without a cgroup."""
-        values = self.series("refaults")
-        return int(values[-1]) if values else None
+        """Pages the cgroup evicted and then had to read again, or None without a cgroup or
+        where memory.stat has no workingset_refault counter."""
+        return self._last("refaults")
 
 
 def _sample(pid: int) -> dict[str, float | None] | None:
-    status, stat, io = (_read(f"/proc/{pid}/{name}") for name in ("status", "stat", "io"))
+    status, stat = (_read(f"/proc/{pid}/{name}") for name in ("status", "stat"))
+    io = storage_read_bytes(pid)
     if status is None or stat is None:
         return None
     kib = {
@@ -160,7 +175,7 @@ def _sample(pid: int) -> dict[str, float | None] | None:
         "rss_file": kib.get("RssFile"),
         "minor_faults": int(fields[7]),
         "major_faults": int(fields[9]),
-        "read_bytes": _keyed(io, "read_bytes") or 0,
+        "read_bytes": io,  # None: /proc/PID/io is unreadable
     }
 
 
@@ -186,7 +201,10 @@ def _child(
             os._exit(3)  # the parent could not place us: run nothing
         if rlimit_budget is not None:
             data = _keyed(_read("/proc/self/status"), "VmData")
-            ceiling = (data or 0) * 1024 + rlimit_budget
+            if data is None:  # a guess could start the child past its limit: say so instead
+                _send(reply, 0.0, ("error", "OSError", _NO_VMDATA, _NO_VMDATA))
+                os._exit(0)
+            ceiling = data * 1024 + rlimit_budget
             _, hard = resource.getrlimit(resource.RLIMIT_DATA)
             if hard != resource.RLIM_INFINITY:
                 ceiling = min(ceiling, hard)
@@ -203,16 +221,22 @@ def _child(
                 text = f"{name}: {message}"
             del exc
             payload = ("error", name, message, text)
-        seconds = time.perf_counter() - start
-        try:
-            data = pickle.dumps((seconds, payload))
-        except Exception as exc:
-            data = pickle.dumps((seconds, ("error", "PicklingError", str(exc), str(exc))))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(reply, view) :]
+        _send(reply, time.perf_counter() - start, payload)
     finally:
         os._exit(0)
+
+
+_NO_VMDATA = "cannot read VmData from /proc/self/status, so RLIMIT_DATA cannot be set above it"
+
+
+def _send(reply: int, seconds: float, payload: tuple) -> None:
+    try:
+        data = pickle.dumps((seconds, payload))
+    except Exception as exc:
+        data = pickle.dumps((seconds, ("error", "PicklingError", str(exc), str(exc))))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(reply, view) :]
 
 
 def run(
@@ -236,19 +260,27 @@ def run(
         raise OSError(f"no usable memory limit here: {mechanism.reason}")
     result = LimitedRun(mechanism, budget)
     result.samples = {name: [] for name in _SERIES}
-    group: _Cgroup | None = None
-    if mechanism.name == SCOPE:
-        group = _Scope(budget)
-    elif mechanism.name != RLIMIT:
-        group = _Cgroup.create(mechanism.parent, 1 if mechanism.name == CGROUP_V1 else 2, budget)
-    if group is not None:
-        result.samples |= {name: [] for name in _CGROUP_SERIES}
-    if group is not None:
-        result.notes = list(group.notes)
-    parent = os.getpid()
-    go_r, go_w = os.pipe()
-    reply_r, reply_w = os.pipe()
+    group: Cgroup | None = None
+    fds: list[int] = []  # every pipe end still open here, closed in ``finally``
+
+    def close(fd: int) -> None:
+        fds.remove(fd)
+        os.close(fd)
+
     try:
+        if mechanism.name == SCOPE:
+            group = Scope(budget)
+        elif mechanism.name != RLIMIT:
+            version = 1 if mechanism.name == CGROUP_V1 else 2
+            group = Cgroup.create(mechanism.parent, version, budget)
+        if group is not None:
+            result.samples |= {name: [] for name in _CGROUP_SERIES}
+            result.notes = list(group.notes)
+        parent = os.getpid()
+        go_r, go_w = os.pipe()
+        fds += [go_r, go_w]
+        reply_r, reply_w = os.pipe()
+        fds += [reply_r, reply_w]
         with warnings.catch_warnings():
             # Python 3.12+ warns on fork in a threaded process (a notebook kernel is one);
             # the child only calls the function and os._exit()s.
@@ -258,15 +290,17 @@ def run(
             os.close(go_w)
             os.close(reply_r)
             _child(parent, go_r, reply_w, budget if group is None else None, function, args, kwargs)
-        os.close(go_r)
-        os.close(reply_w)
+        close(go_r)
+        close(reply_w)
         _watch(result, pid, group, go_w, reply_r, timeout, interval, on_sample)
     finally:
-        for fd in (go_w, reply_r):
-            with contextlib.suppress(OSError):  # already closed by the child's branch
+        for fd in fds:
+            with contextlib.suppress(OSError):
                 os.close(fd)
         if group is not None:
-            group.remove()
+            why_not = group.remove()  # never raises: it must not hide the run's own error
+            if why_not:
+                result.notes.append(why_not)
     return result
 
 
@@ -304,7 +338,9 @@ def _watch(result, pid, group, go_w, reply_r, timeout, interval, on_sample) -> N
                     series.append(value)
                 if group is not None:
                     for name, value in group.usage().items():
-                        result.samples[name].append(value or 0)
+                        result.samples[name].append(float("nan") if value is None else value)
+            if group is not None:  # a scope's cgroup may be gone once the child is reaped
+                _counters(result, group)
             if exited is not None:
                 break
             if on_sample is not None:
@@ -323,11 +359,17 @@ def _watch(result, pid, group, go_w, reply_r, timeout, interval, on_sample) -> N
     result.seconds = time.perf_counter() - began
     while chunk := os.read(reply_r, 1 << 20):
         chunks.append(chunk)
-    if group is not None:
-        result.cgroup_peak, result.oom_kills = group.peak(), group.oom_kills()
     _outcome(result, status, b"".join(chunks), timed_out)
     if on_sample is not None:
         on_sample(result)
+
+
+def _counters(result: LimitedRun, group: Cgroup) -> None:
+    """Read the cgroup's peak and OOM kills, keeping the last known values: the exit was
+    seen (``WNOWAIT``) but not reaped yet, as systemd may remove a scope's cgroup after."""
+    peak, kills = group.peak(), group.oom_kills()
+    result.cgroup_peak = peak if peak is not None else result.cgroup_peak
+    result.oom_kills = kills if kills is not None else result.oom_kills
 
 
 def _outcome(result: LimitedRun, status: int, data: bytes, timed_out: bool) -> None:
@@ -337,13 +379,19 @@ def _outcome(result: LimitedRun, status: int, data: bytes, timed_out: bool) -> N
             result.outcome = "killed at the timeout (SIGKILL)"
         elif sig == signal.SIGKILL and result.oom_kills:
             result.outcome = OOM_KILLED
+        elif sig == signal.SIGKILL and result.oom_kills is None and result.mechanism.name != RLIMIT:
+            result.outcome = "killed by SIGKILL (the cgroup's OOM counter could not be read)"
         else:
             result.outcome = f"killed by {signal.Signals(sig).name}"
         return
     if not data:
         result.outcome = f"exited with status {os.WEXITSTATUS(status)} and no result"
         return
-    result.seconds, payload = pickle.loads(data)
+    try:
+        result.seconds, payload = pickle.loads(data)
+    except Exception as exc:  # truncated, or a class the parent can no longer import
+        result.outcome = f"result could not be read: {type(exc).__name__}: {exc}"
+        return
     if payload[0] == "value":
         result.outcome, result.value = "completed", payload[1]
     else:

@@ -118,6 +118,8 @@ def _swap_total() -> Info:
 def _lru_gen() -> Info:
     """Whether the multi-generational LRU (MGLRU) decides which pages are reclaimed."""
     path = "/sys/kernel/mm/lru_gen/enabled"
+    if not os.path.isdir("/sys/kernel/mm"):  # /sys not mounted (some containers): no answer
+        return Unknown(f"cannot read {path}: /sys/kernel/mm does not exist here (no sysfs)")
     try:
         text = read_value(path)
     except FileNotFoundError:
@@ -249,7 +251,8 @@ def cgroup_cpu_limit(proc: Path = Path("/proc/self"), prefix: Path = Path("/")) 
 
 
 def _memory_limit_mechanism() -> Info:
-    """The strongest way to cap one child's memory here (``mmlab.memlimit``), and why."""
+    """The strongest way to cap one child's memory here (``mmlab.memlimit``), and why.
+    Finding it creates and removes a probe cgroup wherever this process may make one."""
     from mmlab.instruments import memlimit  # it reads this module's cgroup helpers
 
     try:
@@ -258,7 +261,11 @@ def _memory_limit_mechanism() -> Info:
         return Unknown(str(exc))
     if not chosen.usable:
         return Unknown(f"no mechanism is usable: {chosen.reason}")
-    return Fact(chosen.name, f"mmlab.memlimit: {chosen.reason}")
+    probed = (
+        "; found by creating and removing a probe cgroup (mmlab-probe-PID) where cgroups are "
+        "writable"
+    )
+    return Fact(chosen.name, f"mmlab.memlimit: {chosen.reason}{probed}")
 
 
 def _cachestat_exists() -> Info:

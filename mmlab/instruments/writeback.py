@@ -29,12 +29,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmlab.instruments.cachestat import CacheSampler, cache_stats
 from mmlab.instruments.facts import Fact, Info, Unknown, _from_file, format_size, read_value
 from mmlab.instruments.live import draw_marks
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from mmlab.instruments.live import LiveFigure
 
 __all__ = [
     "MS_ASYNC",
@@ -99,6 +105,8 @@ class Rules:
         return self.expire_s.value + self.period_s.value
 
     def lines(self) -> list[str]:
+        """The writeback settings, one sentence each, "unknown (why)" where unreadable."""
+
         def show(info: Info, unit: str = "") -> str:
             if not info.known:
                 return f"unknown ({info.reason})"
@@ -202,6 +210,8 @@ class MeminfoSampler:
             self._sample()
 
     def start(self) -> MeminfoSampler:
+        """Forget earlier samples and marks, take one now, and sample every ``interval`` s
+        in a background thread until ``stop``."""
         self._rows, self._marks, self._t0 = [], [], time.perf_counter()
         self._stop.clear()
         self._sample()
@@ -210,6 +220,7 @@ class MeminfoSampler:
         return self
 
     def stop(self) -> MeminfoSampler:
+        """Stop the background thread, if running, and take one last sample."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -224,10 +235,12 @@ class MeminfoSampler:
         self.stop()
 
     def mark(self, label: str) -> None:
+        """Note the present moment as ``label`` (drawn as a vertical line by ``plot``)."""
         self._marks.append((time.perf_counter() - self._t0, label))
 
     @property
     def marks(self) -> list[tuple[float, str]]:
+        """The marks so far: (seconds since ``start``, label)."""
         return list(self._marks)
 
     def _column(self, i: int, dtype: type) -> np.ndarray:
@@ -235,17 +248,22 @@ class MeminfoSampler:
 
     @property
     def times(self) -> np.ndarray:
+        """Each sample's seconds since ``start``."""
         return self._column(0, float)
 
     @property
     def dirty(self) -> np.ndarray:
+        """The system's dirty pages at each sample."""
         return self._column(1, np.int64)
 
     @property
     def writeback(self) -> np.ndarray:
+        """The system's pages under writeback at each sample."""
         return self._column(2, np.int64)
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Dirty and writeback MiB over time, with the marks, on ``ax`` (cleared; None: a
+        new figure's)."""
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -262,7 +280,8 @@ class MeminfoSampler:
         ax.legend(loc="upper left", fontsize=8)
         return ax
 
-    def live(self, every: float = 0.25, **figure_kwargs):
+    def live(self, every: float = 0.25, **figure_kwargs: object) -> LiveFigure:
+        """A figure redrawn with ``plot`` at most every ``every`` s, while in a ``with``."""
         from mmlab.instruments.live import LiveFigure
 
         return LiveFigure(lambda ax: self.plot(ax), every=every, **figure_kwargs)

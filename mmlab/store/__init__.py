@@ -4,7 +4,9 @@
 - ``files``: opening, locking, reserving space and publishing new files safely;
 - ``remap``: re-pointing old mappings so that views follow the store into a bigger file;
 - ``mapping``: the store's mapping, its views, and its moves between files;
-- ``bulk``: many records per numpy operation (``from_columns``, ``extend_columns``, ``take``);
+- ``bulk``: many records per numpy operation (``from_columns``, ``extend_columns``);
+- ``gather``: many records read at once (``take``);
+- ``publish``: exported files and directories, written under a temporary name, then renamed;
 - ``store``: ``RecordStore`` itself, reading and writing records.
 """
 

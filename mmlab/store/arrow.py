@@ -43,11 +43,7 @@ pyarrow (``pip install mmlab[arrow]``) is imported here only: ``import mmlab`` n
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import secrets
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +61,15 @@ except ImportError as exc:  # pragma: no cover - exercised with pyarrow hidden
     ) from exc
 
 from mmlab.store.errors import CorruptStoreError
-from mmlab.store.files import fsync_dir
+from mmlab.store.publish import (
+    DEFAULT_SHARD_ROWS,
+    check_out,
+    fsync,
+    natural_key,
+    publish,
+    remove,
+    temp_name,
+)
 
 if TYPE_CHECKING:
     from mmlab.store.store import RecordStore
@@ -83,7 +87,6 @@ __all__ = [
 
 STRING_COLUMN = "smiles"  # the string's name, as in Record.smiles and store.smiles(i)
 DEFAULT_BATCH_ROWS = 65_536  # records per record batch written (and per progress step)
-DEFAULT_SHARD_ROWS = 65_536  # records per Parquet shard
 _CHECK_BLOCK = 1 << 18  # offsets checked per numpy step: little temporary memory
 
 Progress = Callable[[int], object]  # called with the records just written
@@ -159,11 +162,6 @@ def table(
 # -- tables in -----------------------------------------------------------------------------
 
 
-def _natural(path: Path) -> list[Any]:
-    # part-2 before part-10, whatever the padding: numbers compare as numbers
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path))]
-
-
 def _read_path(path: Path) -> pa.Table:
     if path.is_dir():
         import pyarrow.dataset as ds
@@ -171,24 +169,36 @@ def _read_path(path: Path) -> pa.Table:
 
         # The dataset's discovery skips hidden and "_" files (_SUCCESS, temporary names);
         # reading the shards in name order keeps the records in order.
-        shards = sorted((Path(f) for f in ds.dataset(path, format="parquet").files), key=_natural)
+        shards = sorted(
+            (Path(f) for f in ds.dataset(path, format="parquet").files), key=natural_key
+        )
         if not shards:
             raise ValueError(f"{path} holds no Parquet files")
-        return pa.concat_tables([pq.read_table(shard, partitioning=None) for shard in shards])
+        parts = [pq.read_table(shard, partitioning=None) for shard in shards]
+        for shard, part in zip(shards[1:], parts[1:], strict=True):
+            if not part.schema.equals(parts[0].schema):
+                raise ValueError(
+                    f"{shard} has the schema {part.schema.to_string(show_schema_metadata=False)}"
+                    f", unlike {shards[0].name}'s "
+                    f"{parts[0].schema.to_string(show_schema_metadata=False)}"
+                )
+        return pa.concat_tables(parts)
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic == b"ARROW1":
-        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     if magic[:4] == b"PAR1":
         import pyarrow.parquet as pq
 
         return pq.read_table(path, partitioning=None)
-    try:
-        return pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
-    except pa.ArrowInvalid:
-        raise ValueError(
-            f"{path} is neither an Arrow IPC file or stream nor a Parquet file or directory"
-        ) from None
+    # Closed on return: the table's buffers keep the mapped region alive themselves.
+    with pa.memory_map(str(path)) as source:
+        if magic == b"ARROW1":
+            return pa.ipc.open_file(source).read_all()
+        try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            raise ValueError(
+                f"{path} is neither an Arrow IPC file or stream nor a Parquet file or directory"
+            ) from None
 
 
 def read_table(source: Any) -> pa.Table:
@@ -299,82 +309,6 @@ def to_columns(
 # -- files out -----------------------------------------------------------------------------
 
 
-def _temp_name(out: Path, kind: str) -> Path:
-    # Hidden (and so skipped by dataset discovery), beside out (so a rename publishes it).
-    return out.with_name(f".{out.name}.{secrets.token_hex(6)}.{kind}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_out(out: Path, overwrite: bool, store_path: Path) -> None:
-    """Refuse, before writing anything, an ``out`` we must not replace."""
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out.parent} does not exist (or is not a directory)")
-    if not (out.exists() or out.is_symlink()):
-        return
-    if not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    with contextlib.suppress(OSError):
-        if os.path.samefile(out, store_path):
-            raise ValueError(f"{out} is the store being exported: refusing to replace it")
-    if out.is_dir() and not out.is_symlink():
-        others = sorted(
-            entry.name
-            for entry in out.iterdir()
-            if not entry.name.startswith((".", "_"))
-            and not (entry.name.endswith(".parquet") and entry.is_file())
-        )
-        if others:
-            raise ValueError(
-                f"refusing to replace the directory {out}: it holds more than Parquet shards "
-                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
-            )
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Put the complete ``tmp`` (a file or a directory) at ``out``, durably."""
-    exists = out.exists() or out.is_symlink()
-    if exists and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    if not exists and tmp.is_file():
-        try:
-            os.link(tmp, out)  # fails atomically if out appeared meanwhile
-        except FileExistsError:
-            raise FileExistsError(f"{out} appeared while it was being written") from None
-        except OSError:  # a file system without hard links
-            os.rename(tmp, out)
-        else:
-            tmp.unlink()
-    elif not exists:
-        os.rename(tmp, out)
-    elif tmp.is_file() and not out.is_dir():
-        os.replace(tmp, out)  # atomic: readers see the old file or the new one
-    else:  # a directory involved: move the old one aside, put the new one, drop the old
-        old = _temp_name(out, "replaced")
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        _remove(old)
-    fsync_dir(out)
-
-
 def _export(
     store: RecordStore | str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -388,17 +322,17 @@ def _export(
     owned = not isinstance(store, RecordStore)
     opened = RecordStore.open(store) if owned else store
     try:
-        _check_out(out, overwrite, opened.path)
+        check_out(out, overwrite, opened.path)
         snapshot = opened.to_arrow()
     finally:
         if owned:
             opened.close()  # the table keeps the mapping
-    tmp = _temp_name(out, kind)
+    tmp = temp_name(out, kind)
     try:
         write(snapshot, tmp)
-        _publish(tmp, out, overwrite)
+        publish(tmp, out, overwrite)
     except BaseException:  # Ctrl-C included: leave nothing half-written
-        _remove(tmp)
+        remove(tmp)
         raise
     return out
 
@@ -431,7 +365,7 @@ def export_arrow(
                 writer.write_batch(batch)
                 if progress is not None:
                     progress(batch.num_rows)
-        _fsync(tmp)
+        fsync(tmp)
 
     return _export(store, out, overwrite, "exporting", write)
 
@@ -475,7 +409,7 @@ def export_parquet(
                     writer.write_batch(batch)
                     if progress is not None:
                         progress(batch.num_rows)
-            _fsync(path)
-        _fsync(tmp)
+            fsync(path)
+        fsync(tmp)
 
     return _export(store, out, overwrite, "exporting", write)

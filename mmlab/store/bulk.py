@@ -1,4 +1,4 @@
-"""Records by the column: building, appending and gathering many records per numpy operation.
+"""Records by the column: building and appending many records per numpy operation.
 
 Data usually reaches a store as columns already: a list of SMILES beside a 2-D array, a
 pandas or Arrow table. The store's own layout is columns too (an int64 offsets array, a byte
@@ -14,17 +14,16 @@ number:
   one, and the values in one pass (in blocks of records that stay in cache). It writes data
   only; the header count that publishes it is the caller's (``flush()``), and ``new_file``
   writes a whole new store file, published at its path only once it is complete.
-- ``positions`` and ``strings_at`` serve ``take``: the indices are checked and wrapped in one
-  pass, the offsets of all records gathered at once, then each string is one slice of the
-  heap (a ``str`` per record has to be made anyway). The values are one fancy index.
+
+Gathering many records (``take``) is ``mmlab.store.gather``'s.
 """
 
 from __future__ import annotations
 
-import mmap
+import errno
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -41,15 +40,12 @@ __all__ = [
     "from_records",
     "new_file",
     "new_layout",
-    "positions",
-    "strings_at",
     "write",
 ]
 
 _DEFAULT_CAPACITY = 1024
 _HEAP_BYTES_PER_RECORD = 32  # initial heap guess; QM9 SMILES average about 15 bytes
 _TRANSPOSE_BLOCK = 2048  # records per block when copying (n, fields) values field by field
-_GATHER_MIN = 32  # strings_at decodes a batch at least this long in one go
 
 
 class ArrowLike(Protocol):
@@ -69,6 +65,7 @@ class Columns(NamedTuple):
 
     @property
     def count(self) -> int:
+        """How many records these columns hold."""
         return len(self.ends)
 
 
@@ -123,6 +120,15 @@ def _encode(strings: list) -> tuple[bytes, np.ndarray]:
             return joined.encode(), ends
     # A lone surrogate raises UnicodeEncodeError here, as it does in append.
     return _joined([s.encode("utf-8") for s in strings])
+
+
+def encode_strings(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The strings in a store's layout: int64 offsets (n + 1, from 0) and the uint8 heap of
+    their UTF-8 bytes. Also what other formats built from the same columns use."""
+    joined, ends = _encode(list(strings))
+    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+    offsets[1:] = ends
+    return offsets, np.frombuffer(joined, dtype=np.uint8)
 
 
 def _joined(encoded: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -345,93 +351,6 @@ def _pwrite_all(fd: int, data: bytes | np.ndarray, offset: int) -> None:
     view = memoryview(data).cast("B")
     while view:
         written = os.pwrite(fd, view, offset)
+        if written == 0:  # never for a regular file, but a 0 would loop forever
+            raise OSError(errno.EIO, f"pwrite wrote nothing at offset {offset}")
         view, offset = view[written:], offset + written
-
-
-# -- gathering -------------------------------------------------------------------------------
-
-
-def _out_of_range(index: int, count: int) -> IndexError:
-    # The message of store[i], so a batch fails as its first bad get would.
-    return IndexError(f"record index {index} out of range for a store of {count} records")
-
-
-def positions(indices: Iterable[int], count: int) -> np.ndarray:
-    """``indices`` as record positions (negative ones counted from the end), range-checked."""
-    try:
-        array = np.asarray(indices)
-    except OverflowError:  # Python ints past int64: out of range, found below
-        array = np.asarray(list(indices), dtype=object)
-    if array.ndim != 1:
-        if array.ndim == 0:
-            raise TypeError("take needs a sequence of indices; for one record use store[i]")
-        raise ValueError(f"indices must be one-dimensional, got shape {array.shape}")
-    if array.size == 0:
-        return np.empty(0, dtype=np.intp)
-    kind = array.dtype.kind
-    if kind == "b":
-        raise TypeError("indices are booleans; for a mask pass np.flatnonzero(mask)")
-    if kind == "O":
-        for index in array:
-            index = operator.index(index)
-            if not -count <= index < count:
-                raise _out_of_range(index, count)
-        array = array.astype(np.int64)
-    elif kind not in "iu":
-        raise TypeError(f"record indices must be integers, got an array of {array.dtype}")
-    bad = array >= count if kind == "u" else (array < -count) | (array >= count)
-    if bad.any():
-        raise _out_of_range(array[bad.argmax()].item(), count)
-    array = array.astype(np.intp, copy=False)
-    return array if kind == "u" else np.where(array < 0, array + count, array)
-
-
-def strings_at(
-    offsets: np.ndarray, heap: np.ndarray, mm: mmap.mmap, heap_base: int, rows: np.ndarray
-) -> list[str] | None:
-    """The strings of records ``rows``; None if one has bad offsets or bytes (the caller
-    then finds which, to say so). ``heap`` is the heap's view, at ``heap_base`` in ``mm``."""
-    starts, ends = offsets[rows], offsets[rows + 1]
-    if ((starts < 0) | (starts > ends) | (ends > len(heap))).any():
-        return None
-    if len(rows) >= _GATHER_MIN:
-        strings = _gathered_strings(heap, starts, ends)
-        if strings is not None:
-            return strings
-    if len(heap):
-        # Touch every string's first bytes in one gather, so that their cache misses overlap
-        # rather than come one at a time in the loop below (a third faster on a cold cache).
-        heap[np.minimum(starts, len(heap) - 1)]
-    starts += heap_base
-    ends += heap_base
-    try:
-        return [mm[a:b].decode() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    except UnicodeDecodeError:
-        return None
-
-
-def _gathered_strings(heap: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str] | None:
-    """The strings ``heap[starts[k]:ends[k]]``, gathered with a NUL after each by one numpy
-    index, decoded once and split in C: no Python step per string (a slice and a decode each).
-
-    None if a string holds a NUL itself (the split would cut it) or is not UTF-8 (the
-    caller's slower path then decides). A NUL never joins two strings' bytes into one
-    character, so each string decodes exactly as it would alone.
-    """
-    sizes = ends - starts + 1  # each string and its NUL
-    stops = np.cumsum(sizes)  # where each string's NUL ends, in the gathered bytes
-    total = int(stops[-1])
-    if total == len(sizes):
-        return [""] * len(sizes)
-    # gathered byte j comes from heap[j + shift], shift constant along each string
-    index = np.arange(total) + np.repeat(starts - (stops - sizes), sizes)
-    nuls = stops - 1
-    index[nuls] = 0  # the NUL slots: any byte, overwritten below
-    gathered = heap[index]
-    gathered[nuls] = 0
-    if np.count_nonzero(gathered) != total - len(sizes):
-        return None
-    try:
-        return gathered[:-1].tobytes().decode().split("\x00")
-    except UnicodeDecodeError:
-        return None

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from mmlab.store import bulk, files, remap
+from mmlab.store import bulk, files, gather, remap
 from mmlab.store.errors import (
     CorruptStoreError,
     ReadOnlyStoreError,
@@ -87,6 +87,14 @@ class RecordStore(MappedFile):
         self._followers = remap.Followers()
         # column() handed out a writable view: mode "c" (where the OS cannot say whether it
         # was written) and flush() (which syncs the data only when something can have changed)
+        # The public ways to change the data, and why flush() sees each one:
+        # - append, extend, extend_columns: they move the count, so flush() msyncs anyway;
+        # - column() views (and arrays made from them): they set this flag, for good;
+        # - from_columns: writes and fsyncs its own new file before this store exists;
+        # - to_arrow() buffers are read-only, and growth (_reserve) copies only committed
+        #   or counted data, which the count or this flag already covers.
+        # A new way to write the mapped data without moving the count MUST set this flag;
+        # tests/test_store_durable.py writes through every path and checks flush() syncs.
         self._may_have_written = False
         self._closed = True  # until attached: a failed open must not be closed again by __del__
         try:
@@ -289,8 +297,8 @@ class RecordStore(MappedFile):
         the heap. This is what a DataLoader's batch should use.
         """
         self._check_open()
-        rows = bulk.positions(indices, self._count)
-        strings = bulk.strings_at(self._offsets, self._heap, self._mm, self._heap_base, rows)
+        rows = gather.positions(indices, self._count)
+        strings = gather.strings_at(self._offsets, self._heap, self._mm, self._heap_base, rows)
         if strings is None:  # a bad offset or bad UTF-8: find the record, and say which
             for i in rows.tolist():
                 self._smiles_at(i)
