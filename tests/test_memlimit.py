@@ -151,14 +151,28 @@ def test_an_exception_comes_back_with_its_message():
     assert done.outcome == "raised ValueError" and "wrong input" in done.error
 
 
+_RLIMIT_CHILD = """
+from mmlab.instruments import memlimit, memlimitrun
+RLIMIT = next(m for m in memlimit.mechanisms() if m.name == memlimit.RLIMIT)
+def allocate(n):
+    return len(bytearray(n))
+inherited = bytearray(96 * 2**20)  # the child inherits this: the budget counts above it
+past = memlimitrun.run(allocate, 48 * 2**20, budget=32 * 2**20, mechanism=RLIMIT)
+within = memlimitrun.run(allocate, 16 * 2**20, budget=32 * 2**20, mechanism=RLIMIT)
+print(past.outcome, within.completed)
+"""
+
+
 def test_rlimit_data_refuses_an_allocation_past_the_budget_above_what_was_inherited():
-    inherited = bytearray(96 * MiB)  # the child inherits this: the budget counts above it
-    # Far past the budget: free heap the child inherited (up to glibc's 64 MiB trim
-    # threshold) is already in VmData, so an allocation that fits in it passes the limit.
-    done = memlimitrun.run(_allocate, 256 * MiB, budget=32 * MiB, mechanism=RLIMIT)
-    assert done.outcome == "MemoryError"
-    assert memlimitrun.run(_allocate, 16 * MiB, budget=32 * MiB, mechanism=RLIMIT).completed
-    del inherited
+    # In a fresh interpreter: RLIMIT_DATA caps VmData, and free heap a parent holds (holes
+    # a long test session leaves below live objects) is already in VmData, so a child may
+    # reuse it beyond the budget: a property of the limit, shown here from a known state.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RLIMIT_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["MemoryError", "True"], done.stderr
 
 
 @need_cgroup

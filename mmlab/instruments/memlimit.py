@@ -20,7 +20,9 @@ child process instead (``mmlab.memlimitrun.run`` forks it). Linux offers, from s
   ``MemoryError``, before a byte is touched. Shared or read-only file mappings and the page
   cache are not counted, so nothing is reclaimed and nothing thrashes. As a process already
   has a VmData of its own (a Python with numpy: tens of MiB), the child sets it to what it
-  inherited *plus* the budget. It works everywhere, unprivileged.
+  inherited *plus* the budget. Free heap the parent held is inherited inside that VmData, so
+  the child may reuse it on top of the budget: the budget is a floor. It works everywhere,
+  unprivileged.
 
 ``mechanisms()`` lists each with whether it is usable here and why; ``best()`` picks the
 first usable one. A cgroup counts as usable only after this process created (and removed) a
