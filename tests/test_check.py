@@ -19,6 +19,8 @@ WRONG = {
     "exercise_7_2": "c",
     "exercise_8_1": 0,
     "exercise_8_2": 1200,
+    "exercise_9_1": 2,
+    "exercise_9_2": "a",
 }
 
 

@@ -210,6 +210,32 @@ EXERCISES: dict[str, Exercise] = {
             "page whole, and the next record dirties it again: 100 flushes x 4,096 bytes = "
             "409,600 bytes for 1,200 bytes of data, 341x. Flushing once writes the page once.",
         ),
+        Exercise(
+            "exercise_9_1",
+            "A Dataset holds a numpy.memmap of a 2 GiB file (np.load(path, mmap_mode='r')). A "
+            "DataLoader with 4 workers started by spawn gets a pickled copy of it. About how "
+            "many GiB of private memory do the 4 workers hold together once it is unpickled?",
+            _is_number(8, rel=0.1),
+            lambda: 8,
+            "A numpy.memmap pickles like any ndarray: its bytes, not its file name. Each spawned "
+            "worker unpickles a 2 GiB array in its own anonymous memory: 4 x 2 GiB = 8 GiB, "
+            "where a dataset that pickles only its path and maps the file in each worker "
+            "shares the same page-cache pages and holds almost nothing private.",
+        ),
+        Exercise(
+            "exercise_9_2",
+            "Through its library's own API, which of these can double one float64 column of a "
+            "130,000-record file in place, writing only that column's pages: (a) an Arrow IPC "
+            "file with pyarrow, (b) a RecordStore with mmlab, or (c) a Parquet file with pyarrow?",
+            _is_word("b", "(b)"),
+            lambda: "b",
+            "A RecordStore maps its file writable and keeps each column as one array of raw "
+            "float64 at a fixed place: doubling it dirties about 1 MiB of pages. pyarrow maps an "
+            "IPC file read-only and its arrays are immutable, so a changed column means a new "
+            "file (its bytes are raw float64 too, but no Arrow API patches them, and its readers "
+            "assume the file never changes); Parquet is encoded and compressed page by page, so "
+            "it is rewritten whole.",
+        ),
     ]
 }
 

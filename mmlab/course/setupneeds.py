@@ -51,10 +51,15 @@ BASE_MODULES = ("numpy", "psutil", "tqdm", "matplotlib", "ipywidgets", "jupyterl
 
 # mmlab functions that import a package only when called: (calls in a cell, the module, why)
 _LAZY = (
-    (re.compile(r"\bqm9\.(records|to_store)\("), "qm9pack", "QM9 read offline"),
+    (re.compile(r"\bqm9\.(records|to_store)\(|\bpeers\.qm9_columns\("), "qm9pack", "QM9 offline"),
     (re.compile(r"\bprepare_pyg_root\(|\bblogsize\.pyg_counts\("), "rdkit", "PyG's SMILES"),
     (re.compile(r"\b(workers|epochs)\.\w+\(|\bDataLoader\b"), "torch", "DataLoader workers"),
     (re.compile(r"\btorch_geometric\b"), "torch", "PyG runs on PyTorch, and does not require it"),
+    (re.compile(r"\b(practice|loadermatrix)\.\w+\("), "torch", "DataLoader workers"),
+    (re.compile(r"\b(peers|practice)\.\w+\("), "pyarrow", "the Arrow IPC peer"),
+    (re.compile(r"\b(peers|practice)\.\w+\("), "lmdb", "the LMDB peer"),
+    (re.compile(r"\btraps\.\w+\("), "h5py", "the HDF5 trap"),
+    (re.compile(r"\bscale\.\w+\("), "distributed", "Dask's LocalCluster"),
 )
 _TITLE = re.compile(r"^#\s+(.+)$", re.MULTILINE)
 

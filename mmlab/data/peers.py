@@ -29,7 +29,7 @@ dataset over any of them, for DataLoader workers.
 
 Not every peer holds every float64: SQLite gives -0.0 back as 0.0 and cannot store NaN (it
 becomes NULL, refused here); the others keep every value bit for bit. pyarrow
-(``mmlab[arrow]``) and lmdb (``mmlab[bench]``) are imported only by their peers.
+(``mmlab[arrow]``) and lmdb (``mmlab[peers]``) are imported only by their peers.
 ``bench/bench_peers.py`` races them (``make bench``).
 """
 

@@ -2,7 +2,7 @@
 
 One module per lab session holds that notebook's checks (``parameters`` for 01,
 ``alignment`` 02, ``lazy`` 03, ``readvsmmap`` 04, ``doubling`` 05, ``sharing`` 06, ``memory``
-07, ``durability`` 08); each check runs the student's code under the instruments beside
+07, ``durability`` 08, ``practitioners`` 09); each check runs the student's code under the instruments beside
 this machine's own reference measurement and returns a ``verdict.Verdict``. The notebooks
 reach them as ``check.<name>`` (``mmlab.course.check`` looks them up here).
 """
@@ -16,4 +16,5 @@ MODULES = (
     "sharing",
     "memory",
     "durability",
+    "practitioners",
 )
