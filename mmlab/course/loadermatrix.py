@@ -1,0 +1,213 @@
+"""The DataLoader memory matrix: start method x data holder, private memory per worker.
+
+Lab 06 showed three holders under ``fork``: a Python list is copied on read (reading writes
+refcounts, pytorch issue 13246), NumPy arrays and a mapped store are not. Under ``spawn`` and
+``forkserver`` nothing is inherited: the DataLoader *pickles* the dataset into each worker, so
+what a holder's pickle carries is what each worker holds privately. The matrix adds the two
+memory-mapped holders practitioners write most, as they are usually written:
+
+==================  ===========================================================================
+``Python list``     ``ListDataset``: a ``(smiles, float32 values)`` tuple per record
+``NumPy in RAM``    ``ArrayDataset``: string offsets, string bytes and values in three arrays
+``numpy.memmap``    ``MemmapHolder``: ``np.load(mmap_mode="r")`` arrays held as attributes
+``Arrow table``     ``ArrowHolder``: an IPC file read through ``pa.memory_map``, the Table held
+``RecordStore``     ``StoreDataset``: pickles its path, opens the store in each worker
+==================  ===========================================================================
+
+Pickling a ``numpy.memmap`` gives a plain copy of its data (its ``__reduce__`` is ndarray's),
+and pickling a ``pyarrow.Table`` serializes its buffers, mapped or not: both holders map the
+file in this process and ship its whole data to every spawned worker. ``pickled_bytes``
+measures what each holder's pickle weighs; ``run_matrix`` runs one epoch per cell with
+``workers.run_epoch`` and redraws a live heat map (``mmlab.course.matrixviews``) as each cell
+completes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmlab.course.workers import EpochRun, run_epoch
+from mmlab.data import peers
+from mmlab.data.dataset import ArrayDataset, ListDataset, StoreDataset
+
+__all__ = [
+    "HOLDERS",
+    "METHODS",
+    "ArrowHolder",
+    "Matrix",
+    "MemmapHolder",
+    "holders",
+    "pickled_bytes",
+    "prepare",
+    "run_matrix",
+]
+
+METHODS = ("fork", "forkserver", "spawn")
+HOLDERS = ("Python list", "NumPy in RAM", "numpy.memmap", "Arrow table", "RecordStore")
+# The peers of mmlab.data.peers whose files the holders read.
+_KINDS = ("store", "memmap-rows", "arrow")
+
+
+class MemmapHolder:
+    """A dataset as it is usually written over ``.npy`` files: the ``numpy.memmap`` arrays
+    opened in ``__init__`` and kept as attributes (offsets, string bytes, ``(n, fields)``
+    values of a ``"memmap-rows"`` peer). Forked workers share the mapping; a spawned worker
+    gets the attributes pickled, and a ``numpy.memmap`` pickles as a copy of its data."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        directory = Path(directory)
+        self.offsets = np.load(directory / "offsets.npy", mmap_mode="r")
+        self.heap = np.load(directory / "heap.npy", mmap_mode="r")
+        self.values = np.load(directory / "values.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.heap[start:end].tobytes().decode(), self.values[i].astype(np.float32)
+
+
+class ArrowHolder:
+    """A dataset holding a ``pyarrow.Table`` read from a memory-mapped IPC file, the usual
+    way (``ipc.open_file(pa.memory_map(path)).read_all()`` in ``__init__``). Its pickle is the
+    table's: Arrow serializes every buffer, so a spawned worker gets the data, not the map.
+    The NumPy views ``__getitem__`` reads through are made per process and never pickled."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import pyarrow as pa
+        import pyarrow.ipc
+
+        self.table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        self._views: tuple | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def _columns(self) -> tuple:
+        if self._views is None:
+            # one chunk per column as written: read it in place (combine_chunks would copy)
+            chunks = [
+                c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in self.table.columns
+            ]
+            # the values' buffer viewed in place: to_numpy() would import pandas (40 MiB)
+            floats = [
+                np.frombuffer(c.buffers()[1], np.float64, len(c), c.offset * 8) for c in chunks[1:]
+            ]
+            self._views = (chunks[0], floats)
+        return self._views
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        smiles, floats = self._columns()
+        return smiles[i].as_py(), np.array([c[i] for c in floats], dtype=np.float32)
+
+    def __getstate__(self) -> dict:
+        return {"table": self.table, "_views": None}
+
+
+def prepare(
+    directory: str | os.PathLike[str], smiles: Sequence[str], values, fields=peers.FIELDS
+) -> dict[str, Path]:
+    """The peers the holders read (``"store"``, ``"memmap-rows"``, ``"arrow"``), built in
+    ``directory`` with ``peers.build`` unless they exist there: ``{kind: path}``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind in _KINDS:
+        path = directory / f"qm9-{kind}"
+        paths[kind] = path if path.exists() else peers.build(kind, path, smiles, values, fields)
+    return paths
+
+
+def holders(paths: dict[str, Path]) -> dict[str, object]:
+    """The five holders of ``HOLDERS`` over the same records, from ``prepare``'s paths."""
+    store = paths["store"]
+    return {
+        "Python list": ListDataset(store),
+        "NumPy in RAM": ArrayDataset(store),
+        "numpy.memmap": MemmapHolder(paths["memmap-rows"]),
+        "Arrow table": ArrowHolder(paths["arrow"]),
+        "RecordStore": StoreDataset(store),
+    }
+
+
+def pickled_bytes(dataset: object) -> int | str:
+    """Bytes of ``pickle.dumps(dataset)``: what spawn and forkserver send to each worker; or,
+    where it cannot be pickled, the error as ``"TypeError: ..."``."""
+    try:
+        return len(pickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as error:  # any pickling failure is the result shown, not a crash
+        return f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Matrix:
+    """One epoch per (start method, holder): ``runs[method][holder]`` is its ``EpochRun``;
+    ``pickled`` each holder's pickle size (bytes, or the error), ``data_bytes`` the bytes of
+    the records' data (the NumPy arrays' size), ``objects`` the list's refcounted bytes."""
+
+    methods: tuple[str, ...]
+    names: tuple[str, ...]
+    pickled: dict[str, int | str]
+    data_bytes: int
+    objects: int
+    runs: dict[str, dict[str, EpochRun]] = field(default_factory=dict)
+
+    def value(self, method: str, name: str, kind: str = "uss") -> float:
+        """Mean ``kind`` per worker after the epoch, bytes; NaN for a cell not yet run."""
+        run = self.runs.get(method, {}).get(name)
+        return float("nan") if run is None else run.after(kind)
+
+    def grid(self, kind: str = "uss") -> np.ndarray:
+        """``(holders, methods)`` array of ``value``."""
+        return np.array([[self.value(m, n, kind) for m in self.methods] for n in self.names])
+
+    def extra(self, method: str, name: str) -> float:
+        """USS per worker over the store's, same start method: what holding the data cost."""
+        return self.value(method, name) - self.value(method, "RecordStore")
+
+    @property
+    def done(self) -> int:
+        return sum(len(r) for r in self.runs.values())
+
+
+def run_matrix(
+    datasets: dict[str, object],
+    *,
+    methods: Sequence[str] = METHODS,
+    workers: int = 2,
+    max_batches: int | None = None,
+    objects: int = 0,
+    on_cell: Callable[[Matrix], None] | None = None,
+) -> Matrix:
+    """One ``run_epoch`` per start method and holder (methods outer, holders inner, in the
+    order given but a ``"RecordStore"`` first: the baseline of its column), ``on_cell(matrix)``
+    after each, e.g. a ``LiveFigure``'s redraw.
+    ``objects``: the list's refcounted bytes (``workers.footprint``), for the verdicts."""
+    data = next((d for d in datasets.values() if isinstance(d, ArrayDataset)), None)
+    matrix = Matrix(
+        tuple(methods),
+        tuple(datasets),
+        {name: pickled_bytes(d) for name, d in datasets.items()},
+        data.nbytes if data is not None else 0,
+        objects,
+    )
+    for method in methods:
+        row = matrix.runs.setdefault(method, {})
+        for name in sorted(datasets, key=lambda n: n != "RecordStore"):  # stable sort
+            row[name] = run_epoch(
+                datasets[name],
+                name,
+                workers=workers,
+                start_method=method,
+                max_batches=max_batches,
+            )
+            if on_cell is not None:
+                on_cell(matrix)
+    return matrix

@@ -1,0 +1,165 @@
+"""mmlab.course.loadermatrix and matrixviews: the holders' pickles, the matrix, its verdicts."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from mmlab.course import loadermatrix, matrixviews, traps, workers
+from mmlab.data import peers
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="smaps_rollup")
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    pytest.importorskip("pyarrow")
+    n = 60_000  # enough records that the list's objects stand far above a worker's own noise
+    smiles = [f"C{'C' * (i % 7)}O{i}" for i in range(n)]
+    values = np.arange(n * len(peers.FIELDS), dtype=np.float64).reshape(n, -1)
+    return loadermatrix.prepare(tmp_path_factory.mktemp("m"), smiles, values)
+
+
+@pytest.fixture(scope="module")
+def holders(paths):
+    return loadermatrix.holders(paths)
+
+
+def test_prepare_reuses_what_exists(paths):
+    again = loadermatrix.prepare(paths["store"].parent, ["x"], np.zeros((1, 19)))
+    assert again == paths  # built once: the second call found every peer
+
+
+def test_holders_return_the_same_items(holders):
+    first = {name: d[123] for name, d in holders.items()}
+    assert {len(d) for d in holders.values()} == {60_000}
+    for smiles, vals in first.values():
+        assert smiles == first["RecordStore"][0]
+        np.testing.assert_array_equal(vals, first["RecordStore"][1])
+        assert vals.dtype == np.float32
+
+
+def test_memmap_pickle_carries_the_whole_data(holders, paths):
+    held = holders["numpy.memmap"]
+    data = held.values.nbytes + held.heap.nbytes + held.offsets.nbytes
+    size = loadermatrix.pickled_bytes(held)
+    assert isinstance(size, int) and size >= data
+    copy = pickle.loads(pickle.dumps(held))
+    assert copy.values._mmap is None  # a plain copy in memory, not a map of the file
+    line = traps.unpickled_line(held.values)
+    assert "a memmap of None, equal bytes: True" in line and str(held.values.filename) in line
+    np.testing.assert_array_equal(copy.values, held.values)
+    lazy = peers.PeerDataset("memmap-rows", paths["memmap-rows"])
+    assert loadermatrix.pickled_bytes(lazy) < data / 100  # the fix: the path only
+
+
+def test_arrow_table_pickle_carries_its_buffers(holders):
+    held = holders["Arrow table"]
+    held[0]  # the per-process views are made, and must not be pickled
+    size = loadermatrix.pickled_bytes(held)
+    assert size >= held.table.nbytes
+    copy = pickle.loads(pickle.dumps(held))
+    assert copy._views is None and copy[5][0] == held[5][0]
+
+
+def test_pickled_bytes_reports_the_error():
+    import threading
+
+    said = loadermatrix.pickled_bytes(threading.Lock())
+    assert isinstance(said, str) and said.startswith("TypeError: ")
+
+
+def test_list_workers_grow_under_fork_while_the_store_does_not(holders):
+    pytest.importorskip("torch")
+    arms = {n: holders[n] for n in ("Python list", "NumPy in RAM", "RecordStore")}
+    objects = workers.footprint(arms["Python list"])["objects"]
+    matrix = loadermatrix.run_matrix(arms, methods=("fork",), objects=objects)
+    runs = matrix.runs["fork"]
+    assert runs["Python list"].growth() - runs["RecordStore"].growth() > 0.5 * objects
+    assert abs(runs["NumPy in RAM"].growth() - runs["RecordStore"].growth()) < 0.25 * objects
+    assert "copied on read" in matrixviews.matrix_lines(matrix)[0]
+
+
+def test_spawned_memmap_worker_holds_a_copy_the_store_worker_does_not(holders):
+    pytest.importorskip("torch")
+    arms = {n: holders[n] for n in ("numpy.memmap", "RecordStore")}
+    seen = []
+    matrix = loadermatrix.run_matrix(
+        arms, methods=("spawn",), max_batches=3, on_cell=lambda m: seen.append(m.done)
+    )
+    assert seen == [1, 2] and list(matrix.runs["spawn"]) == ["RecordStore", "numpy.memmap"]
+    assert matrixviews.copied(matrix, "spawn", "numpy.memmap")
+    assert not matrixviews.copied(matrix, "spawn", "RecordStore")
+
+
+def _run(label, method, uss, growth=0):
+    before = [{"private_dirty": uss - growth, "private_clean": 0, "uss": uss - growth,
+               "pss_file": MiB}] * 2  # fmt: skip
+    after = [{"private_dirty": uss, "private_clean": 0, "uss": uss, "pss_file": MiB}] * 2
+    return workers.EpochRun(label, 1.0, 0.5, 1000, 4, before, after, 1.0, 0.5, method)
+
+
+def _matrix(memmap_spawn_extra=40, list_fork_extra=30, objects=40):
+    pickled = {"Python list": 20 * MiB, "NumPy in RAM": 10 * MiB, "numpy.memmap": 30 * MiB,
+               "Arrow table": 30 * MiB, "RecordStore": 150}  # fmt: skip
+    m = loadermatrix.Matrix(
+        loadermatrix.METHODS, loadermatrix.HOLDERS, pickled, 10 * MiB, objects * MiB
+    )
+    for method in m.methods:
+        base = 10 * MiB if method == "fork" else 150 * MiB
+        m.runs[method] = {}
+        for name in m.names:
+            extra = 0 if method == "fork" or name == "RecordStore" else pickled[name]
+            if name == "numpy.memmap" and method == "spawn":
+                extra = memmap_spawn_extra * MiB
+            if name == "Python list" and method == "fork":
+                extra = list_fork_extra * MiB
+            m.runs[method][name] = _run(name, method, base + extra)
+    return m
+
+
+def test_verdicts_follow_the_numbers():
+    m = _matrix()
+    assert matrixviews.memmap_gap(m) == 40.0 and matrixviews.arrow_outcome(m) == "copied"
+    lines = matrixviews.matrix_lines(m)
+    assert "copied on read" in lines[0]
+    assert "spawn: copied into each worker" in lines[2] and "not: RecordStore" in lines[2]
+    values, claims = matrixviews.summary(m)
+    assert values["matrix_spawn_numpy_memmap_uss"] == 190 * MiB
+    verdicts = {c["key"]: c["verdict"] for c in claims}
+    assert verdicts["matrix_fork_list"] == "true" and verdicts["matrix_memmap_spawn"] == "true"
+    assert verdicts["matrix_mapped_flat"].startswith("only for a holder that pickles its path")
+    assert "copy of the whole file" in matrixviews.why_memmap_gap(m, 30 * MiB)
+    assert "serializing its buffers" in matrixviews.why_arrow(m, 30 * MiB)
+    table = matrixviews.table_lines(m)
+    assert len(table) == 1 + len(m.names) and "150 bytes: fork 10.0" in table[-1]
+
+    quiet = _matrix(memmap_spawn_extra=1, list_fork_extra=2)
+    verdicts = {c["key"]: c["verdict"] for c in matrixviews.summary(quiet)[1]}
+    assert verdicts["matrix_fork_list"] == "not shown by this run"
+    assert verdicts["matrix_memmap_spawn"] == "not shown"
+    assert "cannot show copy-on-read" in matrixviews.matrix_lines(quiet)[0]
+    assert "noise hid the copy" in matrixviews.why_memmap_gap(quiet, 30 * MiB)
+
+
+def test_heat_map_draws_a_partial_matrix():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = _matrix()
+    del m.runs["spawn"]
+    _, ax = plt.subplots()
+    matrixviews.draw(m, "pss_file")(ax)
+    assert "10 of 15 cells" in ax.get_title()
+    assert sum(t.get_text() == "…" for t in ax.texts) == 5
+    del m.runs["forkserver"]["RecordStore"]  # no baseline yet: values without a difference
+    matrixviews.draw(m)(ax)
+    assert not any("nan" in t.get_text() for t in ax.texts)
+    assert sum("\n" in t.get_text() for t in ax.texts) == 5
+    plt.close("all")
