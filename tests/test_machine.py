@@ -182,7 +182,7 @@ def test_text_and_html_show_every_fact_and_notebook(folder_report):
     text, html = str(folder_report), folder_report._repr_html_()
     for _, _, shown, _, _ in folder_report.rows():
         assert shown in text
-    for notebook in ("01", "02", "03", "04", "05", "06", "07", "08"):
+    for notebook in ("01", "02", "03", "04", "05", "06", "07", "08", "09"):
         assert f"\n  {notebook} §" in text
     assert html.count("<table") == 2 and "read_ahead_kb" in html
     assert repr(folder_report).startswith("<MachineReport ")
@@ -190,7 +190,7 @@ def test_text_and_html_show_every_fact_and_notebook(folder_report):
 
 def test_advice_covers_every_notebook_and_names_its_facts(folder_report):
     notebooks = {a.notebook for a in folder_report.advice}
-    assert notebooks == {"all", "01", "02", "03", "04", "05", "06", "07", "08"}
+    assert notebooks == {"all", "01", "02", "03", "04", "05", "06", "07", "08", "09"}
     for a in folder_report.advice:
         assert a.verdict in doctor.VERDICTS and a.reasons and all(r for r in a.reasons)
         assert set(a.facts) <= set(FACT_KEYS)
