@@ -55,9 +55,21 @@ def test_forkserver_copies_numpy_arrays_into_each_worker_but_not_the_store(found
     assert found["forkserver_uss_gap"] == pytest.approx(found["array_bytes"], rel=0.5)
 
 
-def test_the_claims_table_rows_of_06_are_recorded(executed):
-    claims = {c["key"]: c for c in executed("06")[2].claims}
+def test_the_claims_table_rows_of_06_are_recorded(found):
+    claims = {c["key"]: c for c in found.claims}
     assert set(claims) == {"sharing", "dataloader"}
     assert claims["sharing"]["claim"] == "Sharing between processes"
     assert claims["dataloader"]["claim"] == "... and so in DataLoader workers"
-    assert all(c["verdict"].startswith("true") for c in claims.values())
+    # Each verdict follows this run's own numbers, recomputed here from what it recorded.
+    # The readers' pages stay cached after the last exit unless memory pressure drops them
+    # meanwhile (the test above demands it of this machine), so the row may say "partly".
+    readers = found["readers"]
+    pss_once = found["sum_rss"] > 0.8 * readers * found["sum_pss"]
+    cached = found["cached_after_exit"] >= 0.9 * found["last_uss"]
+    assert claims["sharing"]["verdict"].startswith("true") == (pss_once and cached), claims
+    # The workers' copies do not depend on load: the NumPy and store arms grow alike, apart by
+    # what each worker allocates for itself, well under the list's copy, on any machine.
+    copied = found["list_copied"]
+    apart = abs(found["numpy_worker_growth"] - found["store_worker_growth"])
+    assert copied > 0.5 * found["list_objects"] and apart < 0.25 * copied
+    assert claims["dataloader"]["verdict"].startswith("true"), claims["dataloader"]

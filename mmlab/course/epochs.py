@@ -170,9 +170,11 @@ def why_list_growth(runs: list[EpochRun], fp: dict[str, int]) -> str:
 
 
 def numpy_arm(runs: list[EpochRun], fp: dict[str, int]) -> str:
-    """ "flat" if the NumPy worker grew like the store's (within a tenth of the list's objects),
-    else "grows"."""
-    return "flat" if abs(runs[1].growth() - runs[2].growth()) < 0.1 * fp["objects"] else "grows"
+    """ "flat" if the NumPy worker grew like the store's (``workers.arms_alike``: apart by
+    under a quarter of what the list worker copied), else "grows"."""
+    from mmlab.course.workers import arms_alike
+
+    return "flat" if arms_alike(runs) else "grows"
 
 
 def why_numpy_arm(runs: list[EpochRun], fp: dict[str, int]) -> str:
@@ -190,8 +192,8 @@ def why_numpy_arm(runs: list[EpochRun], fp: dict[str, int]) -> str:
             "refcounted objects, not by RAM against mmap."
         )
     return head + (
-        "Here the NumPy workers grew more than the store's by over a tenth of the list's "
-        "objects: something else wrote to their pages (memory pressure, or another process); "
+        "Here the NumPy workers grew more than the store's by over a quarter of what a list "
+        "worker copied: something else wrote to their pages (memory pressure, or another process); "
         "the arrays' buffers hold no refcounts, so reading them alone copies nothing."
     )
 
