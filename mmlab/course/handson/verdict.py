@@ -3,7 +3,9 @@
 A check runs the student's function with ``attempt`` (so a mistake in it becomes a verdict,
 never a traceback that stops a "Run All"), measures it beside this machine's reference, and
 returns a ``Verdict``. A verdict is true when the exercise is solved; shown in a notebook it
-prints itself, so a check cell ends with the call, without a semicolon.
+prints itself, so a check cell ends with the call, without a semicolon. Besides what was right
+and what was off, it may carry neutral notes (what was not measured, and why): they neither
+pass nor fail the exercise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Verdict:
     off: list[str] = field(default_factory=list)
     hint: str = ""
     measured: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # neither right nor off: not judged
 
     @property
     def passed(self) -> bool:
@@ -38,6 +41,7 @@ class Verdict:
         lines = [f"{self.exercise}: {head}."]
         lines += [f"  right: {line}" for line in self.right]
         lines += [f"  off:   {line}" for line in self.off]
+        lines += [f"  note:  {line}" for line in self.notes]
         if self.hint and not self.passed:
             lines.append(f"  hint:  {self.hint}")
         return "\n".join(lines)
