@@ -51,7 +51,8 @@ def test_memmap_pickle_carries_the_whole_data(holders, paths):
     copy = pickle.loads(pickle.dumps(held))
     assert copy.values._mmap is None  # a plain copy in memory, not a map of the file
     line = traps.unpickled_line(held.values)
-    assert "a memmap of None, equal bytes: True" in line and str(held.values.filename) in line
+    assert "filename None, an array in RAM; equal bytes: True" in line
+    assert str(held.values.filename) in line
     np.testing.assert_array_equal(copy.values, held.values)
     lazy = peers.PeerDataset("memmap-rows", paths["memmap-rows"])
     assert loadermatrix.pickled_bytes(lazy) < data / 100  # the fix: the path only
@@ -81,7 +82,29 @@ def test_list_workers_grow_under_fork_while_the_store_does_not(holders):
     runs = matrix.runs["fork"]
     assert runs["Python list"].growth() - runs["RecordStore"].growth() > 0.5 * objects
     assert abs(runs["NumPy in RAM"].growth() - runs["RecordStore"].growth()) < 0.25 * objects
-    assert "copied on read" in matrixviews.matrix_lines(matrix)[0]
+    assert "copied on read" in _line(matrixviews.matrix_lines(matrix), "-> fork:")
+
+
+def _line(lines, start):
+    (line,) = (x for x in lines if x.startswith(start))
+    return line
+
+
+def test_fork_server_workers_inherit_a_frozen_heap_and_this_process_does_not_freeze():
+    import gc
+    import multiprocessing
+    import subprocess
+    from multiprocessing import forkserver
+
+    if forkserver._forkserver._forkserver_pid is not None:
+        pytest.skip("this process's fork server already runs, without the preload")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(loadermatrix.FORKSERVER_PRELOAD))
+    with context.Pool(1) as pool:
+        assert pool.apply(gc.get_freeze_count) > 0
+    code = "import gc, mmlab.course.loadermatrix; print(gc.get_freeze_count())"
+    here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert here.stdout.strip() == "0"
 
 
 def test_spawned_memmap_worker_holds_a_copy_the_store_worker_does_not(holders):
@@ -126,8 +149,16 @@ def test_verdicts_follow_the_numbers():
     m = _matrix()
     assert matrixviews.memmap_gap(m) == 40.0 and matrixviews.arrow_outcome(m) == "copied"
     lines = matrixviews.matrix_lines(m)
-    assert "copied on read" in lines[0]
-    assert "spawn: copied into each worker" in lines[2] and "not: RecordStore" in lines[2]
+    assert "copied on read" in _line(lines, "-> fork:")
+    assert "within 0.0 MiB of the store" in _line(lines, "-> fork:")
+    spawn = _line(lines, "-> spawn: copied")
+    assert "Python list, NumPy in RAM, numpy.memmap, Arrow table; not: RecordStore" in spawn
+    assert "150.0 MiB" in _line(lines, "-> baseline") and "USS is private dirty" in lines[1]
+    assert "rebuilt 40.0 MiB of objects" in _line(lines, "-> spawn: a list worker")
+    assert "and little more" in _line(lines, "-> spawn: a list worker")  # 20 MiB over the store
+    m.runs["spawn"]["Python list"] = _run("Python list", "spawn", 250 * MiB)
+    said = _line(matrixviews.matrix_lines(m), "-> spawn: a list worker")
+    assert "the other 60.0 MiB is what unpickling's temporaries" in said
     values, claims = matrixviews.summary(m)
     assert values["matrix_spawn_numpy_memmap_uss"] == 190 * MiB
     verdicts = {c["key"]: c["verdict"] for c in claims}
@@ -135,15 +166,30 @@ def test_verdicts_follow_the_numbers():
     assert verdicts["matrix_mapped_flat"].startswith("only for a holder that pickles its path")
     assert "copy of the whole file" in matrixviews.why_memmap_gap(m, 30 * MiB)
     assert "serializing its buffers" in matrixviews.why_arrow(m, 30 * MiB)
-    table = matrixviews.table_lines(m)
-    assert len(table) == 1 + len(m.names) and "150 bytes: fork 10.0" in table[-1]
 
     quiet = _matrix(memmap_spawn_extra=1, list_fork_extra=2)
     verdicts = {c["key"]: c["verdict"] for c in matrixviews.summary(quiet)[1]}
     assert verdicts["matrix_fork_list"] == "not shown by this run"
     assert verdicts["matrix_memmap_spawn"] == "not shown"
-    assert "cannot show copy-on-read" in matrixviews.matrix_lines(quiet)[0]
+    assert "cannot show copy-on-read" in _line(matrixviews.matrix_lines(quiet), "-> fork:")
     assert "noise hid the copy" in matrixviews.why_memmap_gap(quiet, 30 * MiB)
+
+
+def test_small_data_is_too_small_to_tell_and_a_lighter_holder_refutes_the_store():
+    m = _matrix()
+    m.pickled = dict(m.pickled, **{"NumPy in RAM": MiB // 2})  # a full copy within the noise
+    assert matrixviews.verdict(m, "spawn", "NumPy in RAM") == "too small to tell"
+    assert "too small to tell at this size: NumPy in RAM" in _line(
+        matrixviews.matrix_lines(m), "-> spawn: copied"
+    )
+    noisy = _matrix()  # two store workers 8 MiB apart: a 10 MiB copy no longer stands out
+    run = noisy.runs["spawn"]["RecordStore"]
+    run.end = [dict(run.end[0], uss=run.end[0]["uss"] + 8 * MiB), run.end[1]]
+    assert matrixviews.threshold(noisy, "spawn", "NumPy in RAM") == 24 * MiB
+    lighter = _matrix()
+    lighter.runs["spawn"]["Arrow table"] = _run("Arrow table", "spawn", 100 * MiB)
+    verdict = {c["key"]: c["verdict"] for c in matrixviews.summary(lighter)[1]}
+    assert verdict["matrix_mapped_flat"].startswith("not shown: a holder carrying data held less")
 
 
 def test_heat_map_draws_a_partial_matrix():
@@ -162,4 +208,7 @@ def test_heat_map_draws_a_partial_matrix():
     matrixviews.draw(m)(ax)
     assert not any("nan" in t.get_text() for t in ax.texts)
     assert sum("\n" in t.get_text() for t in ax.texts) == 5
+    assert len(ax.figure.axes) == 2  # one colour bar, however often the map is redrawn
+    image = ax.images[0].get_array()
+    assert image[m.names.index("Python list"), 0] == 0.75  # 30 MiB over, of 40 MiB of objects
     plt.close("all")

@@ -1,10 +1,17 @@
 """The DataLoader memory matrix: start method x data holder, private memory per worker.
 
 Lab 06 showed three holders under ``fork``: a Python list is copied on read (reading writes
-refcounts, pytorch issue 13246), NumPy arrays and a mapped store are not. Under ``spawn`` and
-``forkserver`` nothing is inherited: the DataLoader *pickles* the dataset into each worker, so
-what a holder's pickle carries is what each worker holds privately. The matrix adds the two
-memory-mapped holders practitioners write most, as they are usually written:
+refcounts, pytorch issue 13246), NumPy arrays and a mapped store are not. Under ``spawn`` a
+worker is a new interpreter: the DataLoader *pickles* the dataset into it, so what a holder's
+pickle carries is what each worker holds privately. Under ``forkserver`` the dataset is
+pickled too, but the worker is forked from a server process that imported
+``FORKSERVER_PRELOAD`` (torch): it inherits the server's objects, and a worker that allocates
+many objects (unpickling a list, importing pyarrow) runs the cyclic collector, which writes
+the header of every inherited object it tracks and so copies their pages (lab 06's effect,
+on the server's heap). Importing this module in the fork server therefore ends with
+``gc.freeze()``: the inherited objects leave the collector's lists and their pages stay
+shared. The matrix adds the two memory-mapped holders practitioners write most, as they are
+usually written:
 
 ==================  ===========================================================================
 ``Python list``     ``ListDataset``: a ``(smiles, float32 values)`` tuple per record
@@ -24,8 +31,10 @@ completes.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +60,8 @@ __all__ = [
 
 METHODS = ("fork", "forkserver", "spawn")
 HOLDERS = ("Python list", "NumPy in RAM", "numpy.memmap", "Arrow table", "RecordStore")
-# Imported once by the fork server that forkserver workers are forked from.
+# Imported once by the fork server that forkserver workers are forked from; this module last,
+# as its import there freezes the collector (see the end of this file).
 FORKSERVER_PRELOAD = ("torch", "mmlab.course.loadermatrix")
 # The peers of mmlab.data.peers whose files the holders read.
 _KINDS = ("store", "memmap-rows", "arrow")
@@ -153,27 +163,49 @@ def pickled_bytes(dataset: object) -> int | str:
 class Matrix:
     """One epoch per (start method, holder): ``runs[method][holder]`` is its ``EpochRun``;
     ``pickled`` each holder's pickle size (bytes, or the error), ``data_bytes`` the bytes of
-    the records' data (the NumPy arrays' size), ``objects`` the list's refcounted bytes."""
+    the records' data (the NumPy arrays' size), ``objects`` the list's refcounted bytes and
+    ``array_data`` its arrays' data buffers (``workers.footprint``)."""
 
     methods: tuple[str, ...]
     names: tuple[str, ...]
     pickled: dict[str, int | str]
     data_bytes: int
     objects: int
+    array_data: int = 0
     runs: dict[str, dict[str, EpochRun]] = field(default_factory=dict)
 
-    def value(self, method: str, name: str, kind: str = "uss") -> float:
-        """Mean ``kind`` per worker after the epoch, bytes; NaN for a cell not yet run."""
+    def value(self, method: str, name: str, kind: str = "uss", at: str = "end") -> float:
+        """Mean ``kind`` per worker after the epoch (``at="end"``) or when the worker was up,
+        after unpickling the dataset and before reading a record (``at="start"``), bytes;
+        NaN for a cell not yet run."""
         run = self.runs.get(method, {}).get(name)
-        return float("nan") if run is None else run.after(kind)
+        if run is None:
+            return float("nan")
+        return float(np.mean([s[kind] for s in (run.end if at == "end" else run.start)]))
+
+    def size(self, name: str) -> int:
+        """What a full copy of ``name``'s data weighs, bytes: the list's refcounted objects
+        (what ``fork`` copies on read), another holder's pickle; 0 if it does not pickle."""
+        if name == "Python list" and self.objects:
+            return self.objects
+        size = self.pickled[name]
+        return size if isinstance(size, int) else 0
+
+    def spread(self, method: str, at: str = "start") -> float:
+        """Largest difference between the RecordStore's workers' USS under ``method``: the
+        noise a difference between cells must beat."""
+        run = self.runs[method]["RecordStore"]
+        uss = [s["uss"] for s in (run.end if at == "end" else run.start)]
+        return float(max(uss) - min(uss))
 
     def grid(self, kind: str = "uss") -> np.ndarray:
         """``(holders, methods)`` array of ``value``."""
         return np.array([[self.value(m, n, kind) for m in self.methods] for n in self.names])
 
-    def extra(self, method: str, name: str) -> float:
-        """USS per worker over the store's, same start method: what holding the data cost."""
-        return self.value(method, name) - self.value(method, "RecordStore")
+    def extra(self, method: str, name: str, at: str = "end") -> float:
+        """USS per worker over the store's, same start method and moment (``at``): what
+        holding the data cost."""
+        return self.value(method, name, at=at) - self.value(method, "RecordStore", at=at)
 
     @property
     def done(self) -> int:
@@ -187,19 +219,22 @@ def run_matrix(
     workers: int = 2,
     max_batches: int | None = None,
     objects: int = 0,
+    array_data: int = 0,
     on_cell: Callable[[Matrix], None] | None = None,
 ) -> Matrix:
     """One ``run_epoch`` per start method and holder (methods outer, holders inner, in the
     order given but a ``"RecordStore"`` first: the baseline of its column), ``on_cell(matrix)``
     after each, e.g. a ``LiveFigure``'s redraw. The fork server preloads ``FORKSERVER_PRELOAD``.
-    ``objects``: the list's refcounted bytes (``workers.footprint``), for the verdicts."""
+    ``objects``, ``array_data``: the list's refcounted bytes and its arrays' data
+    (``workers.footprint``), for the verdicts."""
     if "forkserver" in methods:
         import multiprocessing
 
         # What practitioners do: the server imports torch once and forks each worker from it
         # (a worker then starts in a fraction of a second instead of importing torch itself).
-        # The dataset is still pickled into each worker, which is what the matrix measures.
-        # Ignored where this process's fork server already runs.
+        # The dataset is still pickled into each worker, which is what the matrix measures;
+        # importing this module last freezes the server's objects (see below). Ignored
+        # where this process's fork server already runs.
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
     data = next((d for d in datasets.values() if isinstance(d, ArrayDataset)), None)
     matrix = Matrix(
@@ -208,6 +243,7 @@ def run_matrix(
         {name: pickled_bytes(d) for name, d in datasets.items()},
         data.nbytes if data is not None else 0,
         objects,
+        array_data,
     )
     for method in methods:
         row = matrix.runs.setdefault(method, {})
@@ -222,3 +258,14 @@ def run_matrix(
             if on_cell is not None:
                 on_cell(matrix)
     return matrix
+
+
+def _in_fork_server() -> bool:
+    # the fork server runs `python -c "from multiprocessing.forkserver import main; ..."`
+    return any("multiprocessing.forkserver import main" in a for a in sys.orig_argv)
+
+
+if _in_fork_server():
+    # Preloaded: torch and this module's imports are the server's heap, inherited by every
+    # worker. Frozen, the workers' collections never walk them, so never write their pages.
+    gc.freeze()

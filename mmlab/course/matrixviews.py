@@ -1,15 +1,21 @@
-"""The DataLoader memory matrix shown: a live heat map, a table, and verdicts from the run.
+"""The DataLoader memory matrix shown: a live heat map and verdicts from the run.
 
 ``run_live`` runs ``loadermatrix.run_matrix`` under a ``LiveFigure`` that fills the heat map
-cell by cell: each cell shows a worker's USS after its epoch (MiB, mean of the workers) and,
-as its colour, what it held beyond the RecordStore's worker under the same start method,
-the one holder that carries no data into its workers. ``table_lines`` prints every number
-behind the map (pickle sizes, USS, private dirty, file-backed PSS, the workers' start time);
-``matrix_lines`` says from this run's numbers which holders were copied where. A holder
-counts as *copied* under a start method when its worker held at least half its pickle's
-bytes more than the store's worker did; the list under ``fork`` counts as copied on read
-when it held over half its refcounted objects more than the NumPy worker (lab 06's test).
-The reveals (``memmap_gap``, ``arrow_outcome`` and their ``why_`` sentences) and
+cell by cell. Each cell's text is a worker's USS after its epoch (MiB, mean of the workers)
+and what it held beyond the RecordStore's worker under the same start method (the one
+holder that carries no data into its workers: the column's baseline, the interpreter, torch
+and the loader that every worker in that column carries). Its colour is that difference as a
+fraction of the holder's data (``Matrix.size``: the pickle, or for the list its refcounted
+objects): 0 is nothing copied, 1 a full copy per worker, clipped at 2.
+
+A holder counts as *copied* under a start method when its worker held more than the store's
+worker by at least ``threshold``: half its data's size, and at least three times the spread
+between the store's two workers and ``FLOOR``; a holder whose whole data is below that is
+*too small to tell*. The verdicts read the workers after the epoch: their snapshots at start
+(taken while the loader's threads still start) spread more between two workers of one cell.
+The list under ``fork`` counts as copied on read when it held over half its refcounted
+objects more than the store's worker (lab 06's test). ``matrix_lines`` says which happened
+here; the reveals (``memmap_gap``, ``arrow_outcome`` and their ``why_`` sentences) and
 ``summary`` (values and claims to record) use the same rules.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 from mmlab.course.loadermatrix import Matrix, run_matrix
 
 __all__ = [
+    "FLOOR",
     "arrow_outcome",
     "copied",
     "draw",
@@ -26,35 +33,41 @@ __all__ = [
     "run_live",
     "show",
     "summary",
-    "table_lines",
+    "threshold",
+    "verdict",
     "why_arrow",
     "why_memmap_gap",
 ]
 
 MiB = 2**20
+FLOOR = 1 * MiB  # below a MiB per worker, allocator slack and batches hide any copy
 _SPAWNED = ("forkserver", "spawn")
-_KINDS = {
-    "uss": "USS",
-    "private_dirty": "private dirty",
-    "pss_file": "file-backed PSS",
-}
+_KINDS = {"uss": "USS", "private_dirty": "private dirty", "pss_file": "file-backed PSS"}
+_TOP = 2.0  # the colour scale's end: twice the data per worker
 
 
 def draw(matrix: Matrix, kind: str = "uss"):
     """A ``draw(ax)`` for ``LiveFigure``: the heat map of ``matrix`` as far as it has run,
-    of ``kind`` per worker (``"uss"``, ``"private_dirty"`` or ``"pss_file"``)."""
+    of ``kind`` per worker (``"uss"``, ``"private_dirty"`` or ``"pss_file"``), with a
+    colour bar (drawn once per figure) of the fraction of the data copied into each worker."""
+    import matplotlib as mpl
     import numpy as np
 
     def paint(ax) -> None:
         ax.clear()
         shown = matrix.grid(kind) / MiB
         extra = shown - shown[matrix.names.index("RecordStore")][None, :]
-        top = max(1.0, float(np.nanmax(extra)) if np.isfinite(extra).any() else 1.0)
-        ax.imshow(np.ma.masked_invalid(extra), cmap="Oranges", vmin=0, vmax=top, aspect="auto")
+        sizes = np.array([[matrix.size(n) / MiB or np.nan] for n in matrix.names])
+        fraction = np.clip(extra / sizes, 0, _TOP)
+        norm, cmap = mpl.colors.Normalize(0, _TOP), mpl.colormaps["Oranges"]
+        ax.imshow(np.ma.masked_invalid(fraction), cmap=cmap, norm=norm, aspect="auto")
         for r, c in np.ndindex(shown.shape):
             text = "…" if np.isnan(shown[r, c]) else f"{shown[r, c]:.0f} MiB"
-            text += "" if np.isnan(extra[r, c]) else f"\n{extra[r, c]:+.1f}"
-            dark = np.isfinite(extra[r, c]) and extra[r, c] > 0.6 * top
+            if matrix.names[r] == "RecordStore" and np.isfinite(shown[r, c]):
+                text += "\nbaseline"
+            elif np.isfinite(extra[r, c]):
+                text += f"\n{extra[r, c]:+.1f}"
+            dark = np.isfinite(fraction[r, c]) and fraction[r, c] > 0.6 * _TOP
             ax.text(c, r, text, ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")  # fmt: skip
         ax.grid(False)
@@ -62,9 +75,17 @@ def draw(matrix: Matrix, kind: str = "uss"):
         ax.set_yticks(range(len(matrix.names)), matrix.names)
         ax.set_title(
             f"{_KINDS[kind]} per worker after one epoch ({matrix.done} of {shown.size} cells);\n"
-            "colour and second line: MiB over the RecordStore worker, same start method",
+            "second line: MiB over the RecordStore worker (baseline), same start method",
             fontsize=9,
         )
+        if not getattr(ax.figure, "_matrix_colorbar", False):
+            bar = ax.figure.colorbar(mpl.cm.ScalarMappable(norm, cmap), ax=ax, shrink=0.9)
+            bar.set_label(
+                "fraction of the data copied into each worker\n"
+                "(MiB over baseline / pickle, list: / its objects; 1 = a full copy)",
+                fontsize=8,
+            )
+            ax.figure._matrix_colorbar = True
 
     return paint
 
@@ -73,7 +94,7 @@ def show(matrix: Matrix, kind: str = "uss") -> None:
     """Draw the finished heat map of ``kind`` (for a widget: each choice redraws it)."""
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    _, ax = plt.subplots(figsize=(8.5, 4.2), layout="constrained")
     draw(matrix, kind)(ax)
     plt.show()
 
@@ -88,7 +109,7 @@ def run_live(datasets: dict, **kwargs) -> Matrix:
         if "m" in holder:
             draw(holder["m"])(ax)
 
-    with LiveFigure(paint, every=0, figsize=(7.5, 4.2)) as live:
+    with LiveFigure(paint, every=0, figsize=(8.5, 4.2)) as live:
 
         def on_cell(matrix: Matrix) -> None:
             holder["m"] = matrix
@@ -97,71 +118,115 @@ def run_live(datasets: dict, **kwargs) -> Matrix:
         return run_matrix(datasets, on_cell=on_cell, **kwargs)
 
 
+def threshold(matrix: Matrix, method: str, name: str) -> float:
+    """Bytes over the store's worker that count as a copy of ``name`` under ``method``."""
+    return max(0.5 * matrix.size(name), 3 * matrix.spread(method, at="end"), FLOOR)
+
+
+def verdict(matrix: Matrix, method: str, name: str) -> str:
+    """ "copied", "not copied", or "too small to tell" (its whole data under ``threshold``)."""
+    limit = threshold(matrix, method, name)
+    if matrix.size(name) < limit:
+        return "too small to tell"
+    return "copied" if matrix.extra(method, name) >= limit else "not copied"
+
+
 def copied(matrix: Matrix, method: str, name: str) -> bool:
-    """Whether ``name``'s worker held at least half its pickle more than the store's."""
-    size = matrix.pickled[name]
-    if name == "RecordStore" or not isinstance(size, int):
-        return False
-    return matrix.extra(method, name) >= 0.5 * size
+    """Whether ``name``'s worker held a copy of its data over the store's (``verdict``)."""
+    return name != "RecordStore" and verdict(matrix, method, name) == "copied"
 
 
-def _list_copied_on_read(matrix: Matrix) -> float:
-    """Bytes a forked list worker held beyond the forked NumPy worker."""
-    return matrix.value("fork", "Python list") - matrix.value("fork", "NumPy in RAM")
+def _mib(size: float) -> str:
+    return f"{size / MiB:.1f} MiB"
 
 
-def table_lines(matrix: Matrix) -> list[str]:
-    """One line per holder: its pickle, then per start method USS / private dirty / file PSS
-    per worker after the epoch (MiB) and how long the workers took to start."""
-    lines = [
-        f"records: {matrix.runs[matrix.methods[0]][matrix.names[0]].items:,}; their data as NumPy "
-        f"arrays {matrix.data_bytes / MiB:.1f} MiB; the list's refcounted objects "
-        f"{matrix.objects / MiB:.1f} MiB. Per worker, mean of the workers: USS / private dirty "
-        "/ file-backed PSS (MiB), and the workers' start"
-    ]
-    for name in matrix.names:
-        size = matrix.pickled[name]
-        said = size if isinstance(size, str) else f"{size / MiB:.2f} MiB"
-        said = f"{size:,} bytes" if isinstance(size, int) and size < 2**16 else said
-        cells = []
-        for method in matrix.methods:
-            run = matrix.runs[method][name]
-            cells.append(
-                f"{method} {run.after('uss') / MiB:.1f} / {run.after('private_dirty') / MiB:.1f}"
-                f" / {run.after('pss_file') / MiB:.1f}, {run.first_batch_s:.2f} s"
-            )
-        lines.append(f"{name:<13} pickle {said:>10}: " + "; ".join(cells))
-    return lines
+def _fork_line(matrix: Matrix) -> str:
+    extra, objects = matrix.extra("fork", "Python list"), matrix.objects
+    numpy = matrix.extra("fork", "NumPy in RAM")
+    others = [n for n in matrix.names if n not in ("Python list", "RecordStore")]
+    far = [n for n in others if abs(matrix.extra("fork", n)) >= threshold(matrix, "fork", n)]
+    near = max((abs(matrix.extra("fork", n)) for n in others), default=0.0)
+    rest = (
+        f"every other holder stayed within {_mib(near)} of the store"
+        if not far
+        else f"also over the store by half its data or more: {', '.join(far)}"
+    )
+    head = (
+        f"-> fork: a list worker held {_mib(extra)} more than the RecordStore worker (the NumPy "
+        f"worker: {numpy / MiB:+.1f} MiB)"
+    )
+    if objects and extra > 0.5 * objects:
+        return (
+            f"{head}, {extra / objects:.0%} of the list's {_mib(objects)} of objects: copied on "
+            f"read (refcount writes), as in lab 06; {rest}"
+        )
+    return (
+        f"{head}: this run cannot show copy-on-read (the epoch read too few records, or the "
+        f"list is small); {rest}"
+    )
+
+
+def _list_line(matrix: Matrix, method: str = "spawn") -> str:
+    at_start = matrix.extra(method, "Python list", at="start")
+    at_end = matrix.extra(method, "Python list")
+    pickle = matrix.pickled["Python list"]
+    pickle = pickle if isinstance(pickle, int) else 0
+    rest = at_start - matrix.objects - matrix.array_data
+    return (
+        f"-> {method}: a list worker held {_mib(at_start)} over the store's already at its "
+        f"start (unpickled, before reading a record), {_mib(at_end)} after the epoch"
+        + (": the unpickling's, not the epoch's" if at_end - at_start < FLOOR else "")
+        + f". From a {_mib(pickle)} pickle it rebuilt "
+        f"{_mib(matrix.objects)} of objects and {_mib(matrix.array_data)} of their arrays' "
+        + (
+            f"data; the other {_mib(rest)} is what unpickling's temporaries (each array's "
+            "bytes arrive first as a bytes object) left to the allocators, which keep it: the "
+            "live objects are scattered among it"
+            if rest >= FLOOR
+            else "data, and little more"
+        )
+    )
 
 
 def matrix_lines(matrix: Matrix) -> list[str]:
     """What this run shows, each verdict from its numbers."""
-    lines = []
-    extra, objects = _list_copied_on_read(matrix), matrix.objects
-    if objects and extra > 0.5 * objects:
-        lines.append(
-            f"-> fork: a list worker held {extra / MiB:.1f} MiB more than a NumPy worker, "
-            f"{extra / objects:.0%} of the list's {objects / MiB:.1f} MiB of objects: copied on "
-            "read (refcount writes), as in lab 06; every other holder stayed near the store"
-        )
-    else:
-        lines.append(
-            f"-> fork: a list worker held {extra / MiB:.1f} MiB more than a NumPy worker: this run "
-            "cannot show copy-on-read (the epoch read too few records, or the list is small)"
-        )
+    base = ", ".join(f"{m} {_mib(matrix.value(m, 'RecordStore'))}" for m in matrix.methods)
+    clean = max(matrix.value(m, n, "private_clean") for m in matrix.methods for n in matrix.names)
+    lines = [
+        f"-> baseline, a RecordStore worker's USS: {base}. The interpreter, torch, the loader "
+        "and its batches: every worker of that column carries the same, so each cell is "
+        "judged over its column's baseline",
+        (
+            f"-> private clean was at most {_mib(clean)} per worker (no worker maps a file "
+            "only it maps), so USS is private dirty here: the pages only that worker maps and "
+            "that were written, anonymous memory here, as no worker writes a mapped file"
+            if clean < FLOOR
+            else f"-> private clean reached {_mib(clean)} per worker: file pages only that "
+            "worker maps, counted in USS besides private dirty"
+        ),
+    ]
+    if "fork" in matrix.runs:
+        lines.append(_fork_line(matrix))
     for method in (m for m in matrix.methods if m in _SPAWNED):
-        hit = [n for n in matrix.names if copied(matrix, method, n)]
-        kept = [n for n in matrix.names if n not in hit]
+        said = {n: verdict(matrix, method, n) for n in matrix.names if n != "RecordStore"}
+        hit = [n for n, v in said.items() if v == "copied"]
+        kept = [n for n, v in said.items() if v == "not copied"] + ["RecordStore"]
+        small = [n for n, v in said.items() if v == "too small to tell"]
         lines.append(
-            f"-> {method}: copied into each worker (at least half its pickle over the store's "
-            f"worker): {', '.join(hit) or 'none'}; not: {', '.join(kept)}"
+            f"-> {method}: copied into each worker (over the store's worker by half its data or "
+            f"more): {', '.join(hit) or 'none'}; not: {', '.join(kept)}"
+            + (f"; too small to tell at this size: {', '.join(small)}" if small else "")
         )
+    if "spawn" in matrix.runs and matrix.objects:
+        lines.append(_list_line(matrix))
     starts = {m: min(r.first_batch_s for r in matrix.runs[m].values()) for m in matrix.methods}
     lines.append(
         "-> the workers' start, fastest holder: "
         + ", ".join(f"{m} {s:.2f} s" for m, s in starts.items())
-        + " (a spawned or forkserver worker imports Python, torch and the dataset's modules "
-        "itself; a forked one inherits them)"
+        + ". A spawned worker imports Python, torch and the dataset's modules itself; a "
+        "forkserver worker is forked from a server that preloaded torch (the first forkserver "
+        "cell also paid the server's start: the RecordStore runs first in each column, so its "
+        "start time is not the store's cost); a forked one inherits everything from this process"
     )
     return lines
 
@@ -185,6 +250,8 @@ def why_memmap_gap(matrix: Matrix, file_bytes: int, method: str = "spawn") -> st
             "each spawned worker unpickles a private copy of the whole file in anonymous memory, "
             "and the map in this process is never used there."
         )
+    if verdict(matrix, method, "numpy.memmap") == "too small to tell":
+        return head + "At this size a whole copy is within the noise: too small to tell."
     return head + "Here the worker held under half of that pickle more: noise hid the copy."
 
 
@@ -231,22 +298,38 @@ def summary(matrix: Matrix) -> tuple[dict, list[dict]]:
         f"matrix_pickle_{n.split()[0].lower().replace('.', '_')}": s
         for n, s in matrix.pickled.items()
     }
-    extra, objects = _list_copied_on_read(matrix), matrix.objects
+    extra, objects = matrix.extra("fork", "Python list"), matrix.objects
     spawned = [m for m in matrix.methods if m in _SPAWNED]
     mapped = ("numpy.memmap", "Arrow table")
     hits = {n: [m for m in spawned if copied(matrix, m, n)] for n in mapped}
-    # the store stays flat if no holder that carries data beat its worker by half that data
-    store_least = all(
-        matrix.value(m, "RecordStore") - matrix.value(m, n) < 0.5 * size
-        for m in matrix.methods
-        for n, size in matrix.pickled.items()
-        if n != "RecordStore" and isinstance(size, int)
+    # Under spawn and forkserver every holder but the store carries its data: the store is
+    # the least unless one of them held less than its worker by a whole threshold.
+    judged = [
+        (m, n)
+        for m in spawned
+        for n in matrix.names
+        if n != "RecordStore" and verdict(matrix, m, n) != "too small to tell"
+    ]
+    below = [f"{n} under {m}" for m, n in judged if matrix.extra(m, n) <= -threshold(matrix, m, n)]
+    small = sorted(
+        {n for m in spawned for n in matrix.names if n != "RecordStore"} - {n for _, n in judged}
     )
+    if not judged:
+        flat = "too small to tell at this size; "
+    elif below:
+        flat = f"not shown: a holder carrying data held less than the store ({', '.join(below)}); "
+    else:
+        flat = "only for a holder that pickles its path (RecordStore); "
+    flat += "; ".join(
+        f"{n} held as an attribute: copied under {', '.join(h) or 'none'}" for n, h in hits.items()
+    )
+    if small:
+        flat += f"; too small to tell at this size: {', '.join(small)}"
     claims = [
         {
             "key": "matrix_fork_list",
             "claim": "A Python list shared with forked DataLoader workers is copied on read",
-            "measured": f"forked list worker {extra / MiB:+.1f} MiB over the NumPy worker; "
+            "measured": f"forked list worker {extra / MiB:+.1f} MiB over the RecordStore worker; "
             f"list objects {objects / MiB:.1f} MiB",
             "verdict": "true" if objects and extra > 0.5 * objects else "not shown by this run",
         },
@@ -258,16 +341,7 @@ def summary(matrix: Matrix) -> tuple[dict, list[dict]]:
                 + ", ".join(f"{m} {matrix.extra(m, n) / MiB:+.1f} MiB" for m in matrix.methods)
                 for n in mapped
             ),
-            "verdict": (
-                "only for a holder that pickles its path (no holder carrying data held less "
-                "than RecordStore by half its pickle, under any start method); "
-                if store_least
-                else "not even RecordStore here (a holder carrying data held less); "
-            )
-            + "; ".join(
-                f"{n} held as an attribute: copied under {', '.join(h) or 'none'}"
-                for n, h in hits.items()
-            ),
+            "verdict": flat,
         },
         {
             "key": "matrix_memmap_spawn",

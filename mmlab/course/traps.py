@@ -123,10 +123,17 @@ def unpickled_line(array) -> str:
 
     copy = pickle.loads(pickle.dumps(array))
     same = bool(np.array_equal(copy, array))
+    kind = f"{type(copy).__module__.split('.')[0]}.{type(copy).__name__}"
+    where = getattr(copy, "filename", None)
+    became = (
+        f"a {kind} with filename None, an array in RAM"
+        if where is None
+        else f"a {kind} of {where}, still mapped"
+    )
+    travelled = " (the data travelled, the file did not)" if where is None and same else ""
     return (
-        f"a {type(array).__name__} of {array.filename}, pickled and unpickled: a "
-        f"{type(copy).__name__} of {copy.filename}, equal bytes: {same}"
-        " (the data travelled, the file did not)"
+        f"a numpy.memmap of {array.filename}, pickled and unpickled: {became}; "
+        f"equal bytes: {same}{travelled}"
     )
 
 
@@ -157,7 +164,8 @@ def trap_lines(trap: EpochRun | str, fix: EpochRun | str, reference: EpochRun) -
         lines.append(
             f"{run.label} ({run.start_method}, {run.batches} batches): USS per worker "
             f"{run.after() / MiB:.1f} MiB, "
-            f"{extra / MiB:+.1f} MiB over the {reference.label} worker; private dirty "
+            f"{extra / MiB:+.1f} MiB over the {reference.label} worker "
+            f"({reference.batches} batches); private dirty "
             f"{run.after('private_dirty') / MiB:.1f} MiB, file-backed PSS "
             f"{run.after('pss_file') / MiB:.1f} MiB"
         )
