@@ -8,7 +8,7 @@ from course_cells import define, exercises, predictions
 
 from mmlab.course import check
 
-NUMBERS = ["01", "02", "03", "04", "05", "06", "07", "08"]
+NUMBERS = [f"{n:02d}" for n in range(1, 10)]
 ALL_EXERCISES = [(n, e.name) for n in NUMBERS for e in exercises(n)]
 
 

@@ -12,8 +12,8 @@ FOLDER = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))  # the labs; class_results is tested below
 
 
-def test_there_are_eight_lab_notebooks():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+def test_there_are_nine_lab_notebooks():
+    assert [p.stem[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 10)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

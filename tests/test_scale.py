@@ -176,6 +176,7 @@ def test_compare_with_in_place_explains_from_the_run(local_run):
     text = "\n".join(lines)
     assert "slower" in text and "estimate" in text and "Why" in text
     assert "export" in text and "page cache" in text and "object storage" in text
+    assert "task time" in text and "worker time" not in text
     with pytest.raises(ValueError):
         scale.compare_with_in_place(local_run, 0)
 

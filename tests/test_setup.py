@@ -60,6 +60,7 @@ def test_the_notebooks_own_imports_and_calls_decide_their_packages(baseline):
     packages = {n.notebook: set(n.packages) for n in baseline.notebooks}
     assert {"torch_geometric", "torch", "rdkit", "qm9pack"} <= packages["05"]
     assert {"torch", "qm9pack"} <= packages["06"]
+    assert {"torch", "qm9pack", "pyarrow", "lmdb", "h5py", "distributed"} <= packages["09"]
     assert "torch" not in packages["01"] and "qm9pack" not in packages["01"]
     assert not any("nbclient" in p for p in packages.values())
 
@@ -70,7 +71,7 @@ def test_a_missing_package_makes_exactly_its_notebooks_not_ready(monkeypatch, ba
     before, after = _problems(baseline), _problems(report)
     for number in NUMBERS:
         added = [p for p in after[number] if p not in before[number]]
-        if number in ("05", "06"):
+        if number in ("05", "06", "09"):
             assert len(added) == 1 and added[0].startswith("torch missing: run `make lab`")
             assert "'.[qm9]'" in added[0]  # the extra of pyproject.toml that brings it
         else:
@@ -82,7 +83,7 @@ def test_without_qm9pack_the_notebooks_reading_qm9_are_not_ready(monkeypatch):
     _hide(monkeypatch, "qm9pack")
     report = setup.check_setup(NOTEBOOKS, measure=False)
     not_ready = {n.notebook for n in report.notebooks if "qm9pack missing" in n.line()}
-    assert not_ready == {"02", "05", "06"}
+    assert not_ready == {"02", "05", "06", "09"}
     (qm9,) = [c for c in report.checks if c.name == "QM9 offline"]
     assert qm9.ok is False and "pip install qm9pack" in qm9.said
 
@@ -97,7 +98,7 @@ def test_a_version_outside_the_requirement_is_not_ready(monkeypatch):
     assert extra == "qm9"
     for n in report.notebooks:
         said = f"torch 1.0.0 installed, the course needs {wanted}"
-        assert (said in n.line()) == (n.notebook in ("05", "06"))
+        assert (said in n.line()) == (n.notebook in ("05", "06", "09"))
 
 
 def _notebook(folder: Path, name: str, parameters: str, *code: str) -> Path:

@@ -65,7 +65,7 @@ N01_BLOCKS = 8 * 64 * 2**20  # 8 arrays of 64 MiB alive at once
 N02_MAPPINGS = 20_000
 N03_FILE = 2**30
 N04_FILE = 256 * 2**20
-DATA_BYTES = 5 * 2**29  # notebooks/data at full size: 1.8 GiB for 01-06, 0.6 for 07 and 08
+DATA_BYTES = 6 * 2**29  # notebooks/data at full size: 1.8 GiB for 01-06, 0.6 for 07-08, 0.4 for 09
 STRIDE_PAGES = 16  # notebook 03 section 5 touches every 16th page
 QM9_RECORDS = 130_831
 

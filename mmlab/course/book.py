@@ -1,6 +1,6 @@
 """The course as a static website: the executed notebooks, the claims table, the guide.
 
-``python -m mmlab.course.book`` runs the eight labs in a fresh copy of ``notebooks/`` (full
+``python -m mmlab.course.book`` runs the nine labs in a fresh copy of ``notebooks/`` (full
 size, or ``--quick``), or takes the executed copies ``make claims`` left (``--executed
 build/notebooks``), never notebooks executed by hand. It stages them as the instructor
 edition (every solution shown), with ``notebooks/README.md`` (the sessions and the claims

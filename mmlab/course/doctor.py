@@ -48,12 +48,12 @@ def advise(facts: Mapping) -> list[Advice]:
     elif free < DATA_BYTES + 2**29:
         room.add(
             NOT_SHOWN,
-            f"{_size(free)} free: the notebooks' data files take about 2.5 GiB at full size",
+            f"{_size(free)} free: the notebooks' data files take about 3 GiB at full size",
             "free_space",
         )
     else:
         room.add(
-            CLEAR, f"{_size(free)} free, enough for the data files (about 2.5 GiB)", "free_space"
+            CLEAR, f"{_size(free)} free, enough for the data files (about 3 GiB)", "free_space"
         )
     sections = [room]
     notebooks = (notebook_01, notebook_02, notebook_03, notebook_04, notebook_05, notebook_06)

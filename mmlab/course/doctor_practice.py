@@ -39,8 +39,9 @@ def notebook_09(f: _Facts) -> list[_Section]:
     if ra is not None:
         task.add(
             CLEAR,
-            f"read_ahead_kb is {ra:,}: a cold random get may bring in up to {_size(ra * 1024)} "
-            "around the record it asked for",
+            f"read_ahead_kb is {ra:,}: a major fault on a mapped file reads up to "
+            f"{_size(ra * 1024)} around the page it asked for, so a few cold gets may bring in "
+            "most of a small file",
             "read_ahead_kb",
         )
     smaps = f("smaps_rollup")
@@ -63,8 +64,10 @@ def notebook_09(f: _Facts) -> list[_Section]:
     if cpus is not None:
         dask.add(
             CLEAR if cpus >= 2 else DIFFERENT,
-            f"{cpus} CPU(s) for the 2 Dask worker processes"
-            + ("" if cpus >= 2 else ": they take turns, the task stream shows no overlap"),
+            f"{cpus} CPU(s) for the 2 Dask worker processes, the same ones the in-place "
+            "doubling uses: the race is an in-place update against rewriting shards, not one "
+            "machine against many"
+            + ("" if cpus >= 2 else "; they take turns, the task stream shows no overlap"),
             "cpus_usable",
         )
     _memory_for(dask, f, 2 * 2**30, "2 Dask workers importing pandas, and the notebook", DIFFERENT)

@@ -9,17 +9,22 @@ counters (``mmlab.instruments.proc.counters``: wall time, minor and major page f
 bytes read from and written to storage from ``/proc/self/io``):
 
 1. **build**: write the columns as durable files; the time, the bytes written, the size on
-   disk;
-2. **double** U0 in place and make it durable; the time, the bytes written, and whether the
+   disk right after the build;
+2. **double** U0 in place and make it durable; the time, the bytes dirtied, and whether the
    data file is still the same inode afterwards (a format that cannot update in place writes
-   a new file and renames it over: Arrow);
+   a new file and renames it over: Arrow). The build and the double of the store,
+   ``numpy.memmap`` and Arrow (milliseconds apart) are repeated afresh in interleaved rounds
+   (``builds``, ``doubles``: medians and spread); SQLite's and LMDB's are orders of magnitude
+   slower and measured once;
 3. **read** 1,024 random full records **cold** (every file of the format dropped from the
    page cache first, ``pagecache.evict``: the storage bytes read and the major faults say
    what a cold read costs) and **warm** (rounds interleaved across the formats, medians and
    spread: ``Spread``); a batch of the same 1,024 records with the format's ``take`` too;
 4. one ``DataLoader`` **epoch** with 2 forked workers over ``peers.PeerDataset``
-   (``mmlab.course.workers.run_epoch``): its time and each worker's private (``Private_Dirty``)
-   and file-backed (``Pss_File``) memory after it.
+   (``mmlab.course.workers.run_epoch``): its time and how much each worker's private
+   (``Private_Dirty``) and file-backed (``Pss_File``) memory grew during it (the growth, not
+   the total: a forked worker inherits whatever the parent's heap holds, which is not the
+   format's doing).
 
 ``hf_gets`` reads the same records through Hugging Face ``datasets.Dataset.from_file`` over an
 Arrow stream export of the table, or says why it cannot (not installed, or it needs the
@@ -46,6 +51,7 @@ from mmlab.instruments.spread import Spread
 
 __all__ = [
     "KINDS",
+    "REPEATED",
     "Cold",
     "FormatRun",
     "HFGets",
@@ -54,10 +60,12 @@ __all__ = [
     "dask_recorded",
     "hf_gets",
     "hf_recorded",
+    "parquet_baseline",
     "race",
 ]
 
 KINDS = ("store", "memmap", "arrow", "sqlite", "lmdb")
+REPEATED = ("store", "memmap", "arrow")  # build and double within milliseconds: rounds
 READS = 1024
 
 
@@ -107,17 +115,29 @@ class FormatRun:
     title: str
     path: Path
     build: Step
-    disk_bytes: int
+    disk_bytes: int  # right after the build
     double: Step
     rewritten: bool  # the data file is a new inode after the doubling
     cold: Cold
     warm_get: Spread = field(default_factory=lambda: Spread.of([float("nan")]))  # s per get
     take: Spread = field(default_factory=lambda: Spread.of([float("nan")]))  # s per batch
     epoch: object = None  # a workers.EpochRun, or None when the epoch was not run
+    disk_after: int = 0  # size on disk after the doubling (LMDB keeps freed pages for reuse)
+    builds: Spread | None = None  # seconds of each fresh build, interleaved rounds
+    doubles: Spread | None = None  # seconds of each fresh double, the same rounds
 
     def worker_memory(self, name: str) -> list[int]:
         """Each worker's ``name`` memory (``private_dirty``, ``pss_file`` ...) after the epoch."""
         return [] if self.epoch is None else [w.get(name, 0) for w in self.epoch.end]
+
+    def worker_growth(self, name: str) -> list[int]:
+        """How much each worker's ``name`` memory grew from its start to the epoch's end."""
+        if self.epoch is None:
+            return []
+        return [
+            e.get(name, 0) - s.get(name, 0)
+            for s, e in zip(self.epoch.start, self.epoch.end, strict=True)
+        ]
 
 
 @dataclass
@@ -141,8 +161,8 @@ class Race:
 
 def _value(run: FormatRun, what: str) -> float:
     return {
-        "build": lambda: run.build.seconds,
-        "double": lambda: run.double.seconds,
+        "build": lambda: run.builds.median if run.builds else run.build.seconds,
+        "double": lambda: run.doubles.median if run.doubles else run.double.seconds,
         "double_written": lambda: float(run.double.write_bytes or 0),
         "get": lambda: run.warm_get.median,
         "take": lambda: run.take.median,
@@ -202,6 +222,7 @@ def _cold(kind: str, path: Path, indices: np.ndarray) -> Cold:
 
 def _build_and_double(kind: str, path: Path, smiles, values, field_: str, indices) -> FormatRun:
     built, _ = _measured(lambda: peers.build(kind, path, smiles, values))
+    disk = peers.disk_bytes(path)
     inode = _inode(path)
     writer = peers.open_peer(kind, path, writable=True)
     try:
@@ -211,7 +232,8 @@ def _build_and_double(kind: str, path: Path, smiles, values, field_: str, indice
         del writer  # its maps must go before the eviction of _cold
     title = peers.PEERS[kind].title
     rewritten = _inode(path) != inode
-    run = FormatRun(kind, title, path, built, peers.disk_bytes(path), doubled, rewritten, None)
+    run = FormatRun(kind, title, path, built, disk, doubled, rewritten, None)
+    run.disk_after = peers.disk_bytes(path)
     run.cold = _cold(kind, path, indices)
     return run
 
@@ -230,6 +252,31 @@ def _warm_up(directory: Path, kinds, smiles, values) -> None:
             peer.get(0)
             peer.take([1, 0])
     shutil.rmtree(scratch)
+
+
+def _rounds(directory: Path, runs: dict[str, FormatRun], smiles, values, field_: str,
+            rounds: int) -> None:  # fmt: skip
+    """Build and double each format of ``runs`` afresh, ``rounds`` times, the formats in a
+    rotating order: the seconds of every build and double, as ``builds`` and ``doubles``."""
+    import shutil
+
+    kinds = list(runs)
+    builds: dict[str, list[float]] = {kind: [] for kind in kinds}
+    doubles: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for r in range(rounds):
+        scratch = directory / f"round-{r}"
+        scratch.mkdir()
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+            began = time.perf_counter()
+            path = peers.build(kind, scratch / kind, smiles, values)
+            builds[kind].append(time.perf_counter() - began)
+            with peers.open_peer(kind, path, writable=True) as peer:
+                began = time.perf_counter()
+                peer.double(field_)
+                doubles[kind].append(time.perf_counter() - began)
+        shutil.rmtree(scratch)
+    for kind, run in runs.items():
+        run.builds, run.doubles = Spread.of(builds[kind]), Spread.of(doubles[kind])
 
 
 def _warm(runs: dict[str, FormatRun], indices: np.ndarray, rounds: int) -> None:
@@ -276,18 +323,25 @@ def race(
     directory.mkdir(parents=True)
     values = np.asarray(values, dtype=np.float64)
     _warm_up(directory, kinds, smiles, values)
-    indices = np.random.default_rng(seed).integers(0, len(smiles), size=min(reads, len(smiles)))
+    # distinct records: a repeated index would be a free warm read inside a cold one
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(len(smiles), size=min(reads, len(smiles)), replace=False)
     runs = {
         kind: _build_and_double(kind, directory / f"qm9-{kind}", smiles, values, field, indices)
         for kind in kinds
     }
+    close = {kind: run for kind, run in runs.items() if kind in REPEATED}
+    if close:
+        _rounds(directory, close, smiles, values, field, max(rounds, 5))
     _warm(runs, indices, rounds)
     if epoch:
         from mmlab.course import workers as loader
 
         for kind, run in runs.items():
             dataset = peers.PeerDataset(kind, run.path)
-            run.epoch = loader.run_epoch(dataset, run.title, workers=workers)
+            # gc.freeze(): the kernel's own heap, inherited by the forked workers, is then not
+            # walked (and so not copied) by their collector; what grows is the format's
+            run.epoch = loader.run_epoch(dataset, run.title, workers=workers, freeze=True)
     return Race(len(smiles), len(indices), rounds, runs, indices)
 
 
@@ -350,7 +404,26 @@ def hf_recorded(hf: HFGets) -> dict:
     }
 
 
-def dask_recorded(run, in_place_seconds: float) -> dict:
+def parquet_baseline(shards: str | os.PathLike[str], out: str | os.PathLike[str],
+                     field: str = "U0", factor: float = 2.0) -> float:  # fmt: skip
+    """Seconds to do a distributed run's work in this process with pyarrow alone: read each
+    Parquet shard in ``shards`` whole, multiply ``field``, write it as a new shard in ``out``
+    (a new folder). No cluster and no scheduler: what is left is the format's cost."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.mkdir(parents=True)
+    began = time.perf_counter()
+    for shard in sorted(Path(shards).glob("*.parquet")):
+        table = pq.read_table(shard)
+        k = table.schema.get_field_index(field)
+        table = table.set_column(k, field, pc.multiply(table.column(k), factor))
+        pq.write_table(table, out / shard.name)
+    return time.perf_counter() - began
+
+
+def dask_recorded(run, in_place_seconds: float, baseline_seconds: float | None = None) -> dict:
     """The numbers of the Dask run the notebook records (``results.record``)."""
     return {
         "dask_ok": bool(run.ok),
@@ -361,4 +434,5 @@ def dask_recorded(run, in_place_seconds: float) -> dict:
         "dask_seconds": dict(run.seconds),
         "dask_in_place_s": in_place_seconds,
         "dask_compute_tasks": sum(1 for t in run.tasks if t["action"] == "compute"),
+        "dask_baseline_s": baseline_seconds,
     }

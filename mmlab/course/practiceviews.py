@@ -2,8 +2,8 @@
 
 ``table`` renders a ``practice.Race`` as one table (HTML in a notebook, text elsewhere: no
 pandas); ``plot_ratios`` draws each format's cost over the store's, step by step, on a log
-scale; ``lines`` says what the run showed. The ``why_*`` functions explain one prediction each;
-``claims`` and ``recorded`` give what the notebook records (``mmlab.course.results``).
+scale; ``lines`` says what the run showed. The ``why_*`` functions explain one prediction each
+(the claims, the Dask comparison and the table for picking a format: ``practicejudge``).
 A ratio above 1 means the store was faster (or smaller); a warm comparison is called only
 when the interleaved rounds agree (``Spread.verdict``), otherwise it is "no clear difference".
 """
@@ -17,20 +17,18 @@ from mmlab.course.practice import HFGets, Race
 from mmlab.instruments.spread import Spread
 
 __all__ = [
-    "PROPERTIES",
     "Table",
-    "choose",
-    "claims",
-    "dask_claims",
+    "batch_outcome",
+    "durable_lines",
+    "epoch_line",
     "fastest",
     "hf_lines",
     "lines",
+    "mib",
     "plot_ratios",
-    "recorded",
     "table",
     "why_arrow_double",
     "why_cold_read",
-    "why_dask",
     "why_fastest_get",
     "why_lmdb_double",
 ]
@@ -84,31 +82,44 @@ class Table:
 
 
 def _per_worker(values: list[int]) -> str:
-    return " / ".join(f"{v / MiB:,.1f}" for v in values) or "n/a"
+    return " / ".join(f"{v / MiB:+,.1f}" for v in values) or "n/a"
+
+
+def _timed(spread, step) -> str:
+    """A repeated step as median [IQR]; a step measured once as its one time."""
+    if spread is None:
+        return _t(step.seconds)
+    return f"{_t(spread.median)} [{_t(spread.q1)}–{_t(spread.q3)}]"
+
+
+def _cold(step) -> str:
+    return f"{_t(step.seconds)} ({_mib(step.read_bytes)}, {step.major_faults})"
 
 
 def table(race: Race) -> Table:
     """One row per format: build, double, cold and warm reads, the epoch and its workers."""
-    header = ("format", "build", "on disk", "double U0 + durable", "written to double",
-              "open + 1,024 gets cold (read, major faults)", "get warm", "take 1,024 warm",
-              "epoch, 2 workers", "workers' private dirty MiB",
-              "workers' Pss_File MiB")  # fmt: skip
+    header = ("format", "build", "on disk (built)", "double U0 + durable",
+              "dirtied to double (≈ data written; file-system metadata not counted)",
+              "open cold (read, major faults)", "1,024 gets cold (read, major faults)",
+              "get warm", "take 1,024 warm", "epoch, 2 workers",
+              "private dirty growth MiB, worker 1 / worker 2",
+              "Pss_File growth MiB, worker 1 / worker 2")  # fmt: skip
     rows = []
     for run in race.runs.values():
-        cold = run.cold.both()
         rewrite = " (new file)" if run.rewritten else ""
         rows.append((
-            run.title, _t(run.build.seconds), _mib(run.disk_bytes), _t(run.double.seconds),
-            _mib(run.double.write_bytes) + rewrite,
-            f"{_t(cold.seconds)} ({_mib(cold.read_bytes)}, {cold.major_faults})",
+            run.title, _timed(run.builds, run.build), _mib(run.disk_bytes),
+            _timed(run.doubles, run.double), _mib(run.double.write_bytes) + rewrite,
+            _cold(run.cold.open), _cold(run.cold.gets),
             f"{_t(run.warm_get.median)} [{_t(run.warm_get.q1)}–{_t(run.warm_get.q3)}]",
             _t(run.take.median), _t(run.epoch.seconds) if run.epoch else "n/a",
-            _per_worker(run.worker_memory("private_dirty")),
-            _per_worker(run.worker_memory("pss_file")),
+            _per_worker(run.worker_growth("private_dirty")),
+            _per_worker(run.worker_growth("pss_file")),
         ))  # fmt: skip
     caption = (
-        f"{race.records:,} QM9 records; warm times: median [IQR] of {race.rounds} interleaved "
-        "rounds; cold: after the files were dropped from the page cache"
+        f"{race.records:,} QM9 records; build and double: median [IQR] of fresh interleaved "
+        "rounds where shown, else one run; warm times: median [IQR] of "
+        f"{race.rounds} interleaved rounds; cold: after the files were dropped from the page cache"
     )
     return Table(header, tuple(rows), caption)
 
@@ -137,6 +148,11 @@ def plot_ratios(race: Race, ax=None):
     return ax.figure
 
 
+def mib(n: float | None) -> float | None:
+    """``n`` bytes in MiB to 2 decimals, for a prediction's measured value (None: unknown)."""
+    return None if n is None else round(n / MiB, 2)
+
+
 def fastest(race: Race, what: str) -> str:
     """The kind with the lowest ``what`` (``build``, ``double``, ``get``, ``take`` ...)."""
     return min(race.runs, key=lambda kind: race.ratio(kind, what))
@@ -155,19 +171,111 @@ def _versus(race: Race, kind: str, what: str) -> str:
     return f"{race[kind].title} {ratio.text('.2f', 'x', than=1.0)} the store's time: {said}"
 
 
+def _column_pages(race: Race) -> str:
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    column = race.records * 8
+    pages = -(-column // page)
+    return (f"its one column, {race.records:,} x 8 bytes = {_mib(column)}, rounded up to "
+            f"whole {page // 1024} KiB pages ({pages:,} pages = {_mib(pages * page)})")  # fmt: skip
+
+
+def _rounds_ratio(race: Race, kind: str, what: str) -> Spread | None:
+    """``kind``'s fresh build or double over the store's, round by round; None if not repeated."""
+    attr = {"build": "builds", "double": "doubles"}[what]
+    theirs, ours = getattr(race[kind], attr), getattr(race["store"], attr)
+    if theirs is None or ours is None:
+        return None
+    return Spread.of([a / b for a, b in zip(theirs.samples, ours.samples, strict=True)])
+
+
+def _against(race: Race, kind: str, what: str) -> tuple[int, str]:
+    """(side, words): ``kind`` against the store at a build or double, by rounds where repeated,
+    else by one run each (only for formats orders of magnitude apart)."""
+    ratio = _rounds_ratio(race, kind, what)
+    title = race[kind].title
+    if ratio is None:
+        r = race.ratio(kind, what)
+        return (1 if r > 1 else -1), f"{title} {r:,.1f}x the store's time (one run each)"
+    said = ratio.verdict(1.0, above="the store faster", below=f"{title} faster")
+    return ratio.side(1.0), f"{title} {ratio.text('.2f', 'x', than=1.0)} the store's time: {said}"
+
+
+def batch_outcome(race: Race) -> str:
+    """Which format's batch (take) won here, with every median."""
+    best = fastest(race, "take")
+    ranked = sorted(race.runs.values(), key=lambda r: r.take.median)
+    order = ", ".join(f"{r.title} {_t(r.take.median)}" for r in ranked)
+    return (f"Batch of {race.reads:,} (take): fastest median here {race[best].title} ({order}); "
+            "each format against the store, round by round:")  # fmt: skip
+
+
+def _double_s(run) -> float:
+    """The doubling's seconds: the median of the fresh rounds where repeated, else the one."""
+    return run.doubles.median if run.doubles else run.double.seconds
+
+
+def _store_double(race: Race) -> float:
+    return _double_s(race["store"])
+
+
+def durable_lines(race: Race) -> list[str]:
+    """Which updates are only durable and which atomic, with their times here."""
+    quick = [k for k in ("store", "memmap") if k in race.runs]
+    atomic = [k for k in ("arrow", "sqlite", "lmdb") if k in race.runs]
+    if not quick or not atomic:
+        return []
+    base = _store_double(race)
+    times = [race.ratio(k, "double") * base for k in atomic]
+    out = [
+        "Durable is not atomic: SQLite (a rollback journal), LMDB (a copy-on-write commit) and "
+        "Arrow (a new file renamed over the old) make the update atomic: a crash leaves the old "
+        "U0 or the new. The store and numpy.memmap only make it durable: flush() (msync) writes "
+        "the dirty pages with no journal, and a crash before it ends can leave U0 partly "
+        "doubled. So this race compares durable-only updates ("
+        + ", ".join(f"{race[k].title} {_t(race.ratio(k, 'double') * base)}" for k in quick)
+        + f") with atomic ones ({_t(min(times))} to {_t(max(times))})."
+    ]
+    sq = race.runs.get("sqlite")
+    if sq is not None and sq.double.write_bytes:
+        out.append(
+            f"  SQLite dirtied {_mib(sq.double.write_bytes)} for a {_mib(sq.disk_bytes)} "
+            f"database ({sq.double.write_bytes / max(sq.disk_bytes, 1):.1f}x its size): in "
+            "journal mode DELETE it copies every page it changes into a rollback journal, "
+            "fsyncs it, rewrites the database pages, fsyncs them, then deletes the journal."
+        )
+    return out
+
+
+def epoch_line(race: Race) -> str:
+    """Every format's DataLoader epoch against the store's, and where the time went."""
+    store = race["store"].epoch
+    if store is None:
+        return "DataLoader epoch: not run."
+    ratios = {k: race.ratio(k, "epoch") for k in race.runs if k != "store"}
+    worst = max(ratios.values(), default=1.0)
+    each = ", ".join(f"{race[k].title} {r:.2f}x" for k, r in ratios.items())
+    return (
+        f"DataLoader epoch: every format's within {worst:.1f}x of the store's {_t(store.seconds)} "
+        f"({each}): with {len(store.start)} workers, {_t(store.first_batch_s)} of the store's "
+        f"epoch went to starting them before the first batch, the rest to {store.items:,} gets, "
+        f"collating {store.batches:,} batches and passing them to this process: the warm-get "
+        "ratios above shrink to these."
+    )
+
+
 def lines(race: Race) -> list[str]:
     """What the run showed, step by step, in sentences built from its numbers."""
     store = race["store"]
-    out = [
-        f"Build: fastest here {race[fastest(race, 'build')].title}; the store took "
-        f"{_t(store.build.seconds)}, Arrow {_t(race['arrow'].build.seconds)} "
-        f"({race.ratio('arrow', 'build'):.2f}x the store's)."
-        if "arrow" in race.runs
-        else f"Build: fastest here {race[fastest(race, 'build')].title}.",
-        f"Double U0 + durable: fastest here {race[fastest(race, 'double')].title}; the store "
-        f"dirtied {_mib(store.double.write_bytes)} (one column: {race.records:,} x 8 bytes = "
-        f"{_mib(race.records * 8)}).",
-    ]
+    others = [k for k in race.runs if k != "store"]
+    out = [f"Build: fastest median here {race[fastest(race, 'build')].title}; against the store:"]
+    out += [f"  {_against(race, k, 'build')[1]}" for k in others]
+    out.append(
+        f"Double U0 + durable: fastest median here {race[fastest(race, 'double')].title}; the "
+        f"store dirtied {_mib(store.double.write_bytes)}: {_column_pages(race)}; against it:"
+    )
+    out += [f"  {_against(race, k, 'double')[1]}" for k in others]
     for run in race.runs.values():
         if run.rewritten:
             out.append(
@@ -175,10 +283,12 @@ def lines(race: Race) -> list[str]:
                 f"for a {_mib(run.disk_bytes)} file and the data file is a new inode (a new "
                 "file renamed over the old one)."
             )
+    out += durable_lines(race)
     out.append(f"Warm random get: fastest here {race[fastest(race, 'get')].title}.")
-    out += [f"  {_versus(race, kind, 'get')}" for kind in race.runs if kind != "store"]
-    out.append(f"Batch of {race.reads:,} (take): fastest here {race[fastest(race, 'take')].title}.")
-    out += [f"  {_versus(race, kind, 'take')}" for kind in race.runs if kind != "store"]
+    out += [f"  {_versus(race, kind, 'get')}" for kind in others]
+    out.append(batch_outcome(race))
+    out += [f"  {_versus(race, kind, 'take')}" for kind in others]
+    out.append(epoch_line(race))
     return out
 
 
@@ -192,7 +302,8 @@ def why_arrow_double(race: Race) -> str:
         f"{written / max(arrow.disk_bytes, 1):.0%} of its {_mib(arrow.disk_bytes)}), fsynced and "
         f"renamed over the old one{' (a new inode here)' if arrow.rewritten else ''}. The store "
         f"multiplied its U0 column where it lies and dirtied {_mib(store.double.write_bytes)}, "
-        f"the column's pages ({race.records:,} x 8 bytes): {written / max(store.double.write_bytes or 1, 1):,.0f}x less."  # noqa: E501
+        f"{_column_pages(race)}: "
+        f"{written / max(store.double.write_bytes or 1, 1):,.0f}x less."
     )
 
 
@@ -217,7 +328,8 @@ def why_lmdb_double(race: Race) -> str:
         f"{race.records:,} records and wrote them back in one transaction "
         f"({_mib(lmdb.double.write_bytes)} dirtied, {_t(lmdb.double.seconds)}); the store "
         f"multiplied one column in place ({_mib(store.double.write_bytes)}, "
-        f"{_t(store.double.seconds)}): {race.ratio('lmdb', 'double'):,.0f}x faster."
+        f"{_t(_store_double(race))}, the median of its rounds): "
+        f"{race.ratio('lmdb', 'double'):,.0f}x faster."
     )
 
 
@@ -229,13 +341,18 @@ def why_cold_read(race: Race, read_ahead_kb: int | None = None) -> str:
         return "This machine does not count the bytes a process reads from storage."
     per_record = cold.file_bytes / max(race.records, 1)
     asked = race.reads * per_record
-    ahead = f" (read_ahead_kb is {read_ahead_kb:,} here)" if read_ahead_kb else ""
+    ahead = (f"read_ahead_kb ({read_ahead_kb:,} KiB here; 128 KiB is the usual default on a "
+             "laptop's disk)" if read_ahead_kb else "read_ahead_kb (unknown here)")  # fmt: skip
     return (
-        f"1,024 random records are about {_mib(asked)} of data ({per_record:,.0f} bytes each) "
-        f"spread over the whole {_mib(cold.file_bytes)} file; storage delivered {_mib(read)} "
+        f"{race.reads:,} distinct random records are about {_mib(asked)} of the file "
+        f"({per_record:,.0f} bytes of file per record), spread over all of its "
+        f"{_mib(cold.file_bytes)}; storage delivered {_mib(read)} "
         f"({read / max(cold.file_bytes, 1):.0%} of the file) in {cold.gets.major_faults} major "
-        f"fault(s): each fault maps a whole large folio and the kernel reads ahead around it"
-        f"{ahead}, so random reads of a small file bring in most of it."
+        f"fault(s), after the open had read {_mib(cold.open.read_bytes)}. A major fault on a "
+        f"file mapping makes the kernel read around the faulting page, {ahead} at a time; "
+        "later touches inside what it read are minor faults. With a read-around this large "
+        "against the file, a few faults bring in most of it; with a small one, random gets "
+        "read about a read-around per record instead."
         + (f" {cold.left_pages} pages had stayed in the cache: {cold.note}" if cold.note else "")
     )
 
@@ -259,136 +376,11 @@ def hf_lines(hf: HFGets, race: Race) -> list[str]:
             "it maps the same file, and the time of ds[i] goes to formatting each row into a "
             "Python dict, which a batch does once per column; read it in batches."
         )
-    return lines
-
-
-def _holds(ok: bool, detail: str) -> str:
-    return ("holds here: " if ok else "does not hold here: ") + detail
-
-
-def claims(race: Race) -> list[dict]:
-    """The issue's claims, each with what this run measured and the verdict it supports:
-    keyword arguments for ``results.claim``."""
-    store, arrow = race["store"], race["arrow"]
-    get_ratio = {k: _round_ratio(race, k, "get") for k in race.runs if k != "store"}
-    take = _round_ratio(race, "arrow", "take")
-    double_best = fastest(race, "double")
-    others = [k for k in race.runs if k != "store"]
-    against = min(others, key=lambda k: race.ratio(k, "double"))  # the store's nearest rival
-    written = arrow.double.write_bytes or 0
-    rows = [
-        dict(key="task_store_double", claim="The store wins the in-place update (double U0, "
-             "durable) against numpy.memmap, Arrow, SQLite and LMDB",
-             measured=f"fastest: {race[double_best].title}; store {_t(store.double.seconds)}",
-             verdict=_holds(double_best == "store", f"{race[against].title} took "
-                            f"{race.ratio(against, 'double'):.2f}x the store's time (one run "
-                            "each; numpy.memmap also writes one column in place)")),
-        dict(key="task_store_get", claim="store[i] is the fastest random single-record get",
-             measured="; ".join(f"{race[k].title} {s.text('.2f', 'x', than=1.0)}"
-                                for k, s in get_ratio.items()),
-             verdict=_holds(all(s.side(1.0) > 0 for s in get_ratio.values()),
-                            "every other format's get slower in most rounds"
-                            if all(s.side(1.0) > 0 for s in get_ratio.values())
-                            else "some format was not clearly slower")),
-        dict(key="task_arrow_rewrites", claim="Arrow cannot double a column in place: it "
-             "rewrites the whole file", measured=f"wrote {_mib(written)} of a "
-             f"{_mib(arrow.disk_bytes)} file; new inode: {arrow.rewritten}",
-             verdict=_holds(arrow.rewritten and written >= 0.9 * arrow.disk_bytes,
-                            f"{written / max(arrow.disk_bytes, 1):.0%} of the file written")),
-        dict(key="task_build_target", claim="Building QM9 as a store is at least as fast as "
-             "writing it as an Arrow IPC file", measured=f"store {_t(store.build.seconds)}, "
-             f"Arrow {_t(arrow.build.seconds)}",
-             verdict=_holds(store.build.seconds <= arrow.build.seconds,
-                            f"Arrow/store {race.ratio('arrow', 'build'):.2f}x (one build each: "
-                            "close calls can flip between runs)")),
-        dict(key="task_take_target", claim="store.take of 1,024 random records is at least as "
-             "fast as pyarrow Table.take", measured=f"Arrow/store {take.text('.2f', 'x', 1.0)}",
-             verdict=_holds(take.side(1.0) >= 0, take.verdict(
-                 1.0, above="the store faster", below="Arrow faster"))),
-    ]  # fmt: skip
-    return [{**row, "shown_in": "09, section 1 (the same task in five formats)"} for row in rows]
-
-
-def recorded(race: Race) -> dict:
-    """The numbers the notebook records for its tests, per format (``results.record``)."""
-
-    def each(value) -> dict:
-        return {kind: value(run) for kind, run in race.runs.items()}
-
-    return {
-        "task_records": race.records,
-        "task_reads": race.reads,
-        "task_build_s": each(lambda r: r.build.seconds),
-        "task_disk_bytes": each(lambda r: r.disk_bytes),
-        "task_double_s": each(lambda r: r.double.seconds),
-        "task_double_written": each(lambda r: r.double.write_bytes),
-        "task_rewritten": each(lambda r: r.rewritten),
-        "task_cold_read": each(lambda r: r.cold.gets.read_bytes),
-        "task_cold_file_bytes": each(lambda r: r.cold.file_bytes),
-        "task_cold_left_pages": each(lambda r: r.cold.left_pages),
-        "task_get_rounds": each(lambda r: list(r.warm_get.samples)),
-        "task_take_rounds": each(lambda r: list(r.take.samples)),
-        "task_epoch_items": each(lambda r: r.epoch.items if r.epoch else None),
-        "task_private_dirty": each(lambda r: r.worker_memory("private_dirty")),
-        "task_pss_file": each(lambda r: r.worker_memory("pss_file")),
-    }
-
-
-def why_dask(run, in_place_seconds: float) -> str:
-    """Why the distributed doubling was slower than the in-place one, from its phases."""
-    ratio = run.total_seconds / in_place_seconds
-    biggest = max(run.seconds, key=run.seconds.get)
-    return (
-        f"The Dask run took {_t(run.total_seconds)}, the store's in-place doubling "
-        f"{_t(in_place_seconds)}: {ratio:,.0f}x. Its longest phase was {biggest} "
-        f"({_t(run.seconds[biggest])}); in place has no export, no cluster to start, no plan, "
-        "no decoding of every column: it multiplies one column where it lies in the page cache."
-    )
-
-
-def dask_claims(run, in_place_seconds: float) -> list[dict]:
-    """The issue's claims about the Dask run, with this run's verdicts."""
-    ratio = run.total_seconds / in_place_seconds
-    where = "09, section 5 (double U0 across Dask workers)"
-    return [
-        dict(key="dask_equal", claim="The distributed doubling on a LocalCluster with 2 workers "
-             "gives values equal to the store's", shown_in=where,
-             measured=str(run.verification), verdict=_holds(bool(run.ok), "every value checked")),
-        dict(key="dask_orders", claim="At QM9's size one machine doubling in place wins by "
-             "orders of magnitude", shown_in=where,
-             measured=f"Dask {_t(run.total_seconds)}, in place {_t(in_place_seconds)}",
-             verdict=_holds(ratio >= 100, f"{ratio:,.0f}x")),
-    ]  # fmt: skip
-
-
-# What each format is, whatever the machine: its properties, not measurements.
-PROPERTIES = {
-    "store": ("yes: a column in place", "yes: flush (msync); a crash leaves the last flushed "
-              "state", "yes: offsets + heap", "one record; take for a batch",
-              "numpy views; Arrow zero copy (to_arrow, Polars, DuckDB)"),
-    "memmap": ("yes: a .npy in place", "no journal: flush() writes pages, a crash mid-write "
-               "tears a column", "by hand (offsets + bytes)", "batch slices; a get costs a "
-               "Python index per field", "numpy everywhere (torch.from_numpy, JAX)"),
-    "arrow": ("no: rewrite the file", "new file + rename: all or nothing", "yes: native",
-              "batch (take, slices, scans)", "HF datasets, Polars, DuckDB, Spark, Ray"),
-    "sqlite": ("yes: UPDATE", "yes: journal + fsync per transaction", "yes: TEXT",
-               "queries; a get is a B-tree lookup", "PyG OnDiskDataset, every language"),
-    "lmdb": ("a record at a time: re-pickle it", "yes: copy-on-write B-tree, fsync per commit",
-             "inside the pickle", "one key; no columns", "fairchem / OCP datasets"),
-}  # fmt: skip
-
-
-def choose(race: Race) -> Table:
-    """When to pick which: each format's properties beside this run's measured costs."""
-    header = ("format", "update in place", "crash safety", "strings", "access", "ecosystem",
-              "double here", "get here", "take 1,024 here")  # fmt: skip
-    rows = tuple(
-        (
-            run.title,
-            *PROPERTIES[kind],
-            *map(_t, (run.double.seconds, run.warm_get.median, run.take.median)),
+        take = race["arrow"].take.median / race.reads
+        lines.append(
+            f"Even in a batch, ds[indices] costs {batch.median / take:,.1f}x pyarrow's own take "
+            f"per record ({_t(take)}): it still builds Python lists of values. "
+            'ds.with_format("numpy") returns NumPy arrays instead of Python objects, and '
+            "ds.to_iterable_dataset() streams it without indexing row by row."
         )
-        for kind, run in race.runs.items()
-        if kind in PROPERTIES
-    )
-    return Table(header, rows, f"{race.records:,} QM9 records, this run's numbers")
+    return lines

@@ -229,6 +229,8 @@ def data_files(needs: Needs, report, store_bytes: int | None) -> list[tuple[str,
             return [("shared.mms", *_store(store_bytes, p["QM9_LIMIT"], p["COPIES"]))]
         if needs.number == "07":
             return [("bigger.mms", *_store(store_bytes, None, p["COPIES"]))]
+        if needs.number == "09":  # every format of QM9, exports and shards: about 15 stores
+            return [("peers/", *_store(store_bytes, p["LIMIT"], 15))]
         if needs.number == "08":
             return [
                 ("dirty_life.bin", p["LIFE_MIB"] * 2**20, ""),

@@ -20,9 +20,20 @@ CELL_TIMEOUT_S = 300
 WIDGET_TIMEOUT_S = 120
 # The figures each notebook's text walks through; a cell that silently stops drawing one
 # would leave the text pointing at nothing.
-MIN_IMAGES = {"01": 2, "02": 3, "03": 6, "04": 2, "05": 2, "06": 3, "07": 2, "08": 3, "class": 3}
+MIN_IMAGES = {
+    "01": 2,
+    "02": 3,
+    "03": 6,
+    "04": 2,
+    "05": 2,
+    "06": 3,
+    "07": 2,
+    "08": 3,
+    "09": 4,
+    "class": 3,
+}
 # Cells tagged live-plot must redraw while they run; the tags must not quietly go missing.
-LIVE_PLOTS = {"03": 2, "04": 1}
+LIVE_PLOTS = {"03": 2, "04": 1, "09": 1}
 EMBARRASSING = re.compile(r"Error displaying widget|Traceback|Warning:|Exception")
 
 
