@@ -52,14 +52,15 @@ def test_arrow_rewrote_its_whole_file_and_the_store_only_its_column(found, verdi
     assert verdicts["task_arrow_rewrites"].startswith("holds")
 
 
-def _side(found, name, kind):
-    """+1 if the store was clearly faster than ``kind`` (its fresh rounds, round by round, or
+def _side(found, name, kind, base="store"):
+    """+1 if ``base`` was clearly faster than ``kind`` (their fresh rounds, round by round, or
     the one run of a format timed once), -1 if clearly slower, 0 if the rounds disagree."""
     rounds = found[f"task_{name}_rounds"]
-    if rounds[kind] is None:
-        store = _median(rounds["store"])
-        return 1 if found[f"task_{name}_s"][kind] > store else -1
-    ratios = Spread.of([a / b for a, b in zip(rounds[kind], rounds["store"], strict=True)])
+    if rounds[kind] is None or rounds[base] is None:
+        ours = _median(rounds[base]) if rounds[base] else found[f"task_{name}_s"][base]
+        theirs = _median(rounds[kind]) if rounds[kind] else found[f"task_{name}_s"][kind]
+        return 1 if theirs > ours else -1
+    ratios = Spread.of([a / b for a, b in zip(rounds[kind], rounds[base], strict=True)])
     return ratios.side(1.0)
 
 
@@ -71,7 +72,9 @@ def test_close_formats_ran_in_rounds_the_far_ones_once(found):
 
 
 def test_the_in_place_verdict_follows_the_doubling_rounds(found, verdicts):
-    sides = [_side(found, "double", kind) for kind in KINDS[1:]]
+    # judged: the in-place formats against the atomic ones; store vs numpy.memmap only reported
+    sides = [_side(found, "double", slow, fast) for fast in ("store", "memmap")
+             for slow in ("arrow", "sqlite", "lmdb")]  # fmt: skip
     verdict = verdicts["task_store_double"]
     assert verdict.startswith("holds") == all(side > 0 for side in sides)
     assert verdict.startswith("does not hold") == any(side < 0 for side in sides)

@@ -90,21 +90,26 @@ def _line(lines, start):
     return line
 
 
-def test_fork_server_workers_inherit_a_frozen_heap_and_this_process_does_not_freeze():
+def test_a_running_fork_server_is_restarted_and_its_workers_are_frozen(holders):
     import gc
     import multiprocessing
     import subprocess
-    from multiprocessing import forkserver
 
-    if forkserver._forkserver._forkserver_pid is not None:
-        pytest.skip("this process's fork server already runs, without the preload")
+    pytest.importorskip("torch")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(loadermatrix.FORKSERVER_PRELOAD))
+    context.set_forkserver_preload([])  # a server already running without the preload
     with context.Pool(1) as pool:
-        assert pool.apply(gc.get_freeze_count) > 0
+        assert pool.apply(gc.get_freeze_count) == 0
+    said = loadermatrix.preload_fork_server()
+    assert "already ran, preloading nothing: stopped" in said
+    arms = {"RecordStore": holders["RecordStore"]}
+    matrix = loadermatrix.run_matrix(arms, methods=("forkserver",), max_batches=2)
+    assert matrix.server == ""  # the server now running preloads FORKSERVER_PRELOAD
+    assert matrix.frozen("forkserver") > 0  # the last preload froze the server's heap
+    assert "not frozen" not in _line(matrixviews.matrix_lines(matrix), "-> fork server frozen")
     code = "import gc, mmlab.course.loadermatrix; print(gc.get_freeze_count())"
     here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert here.stdout.strip() == "0"
+    assert here.stdout.strip() == "0"  # importing the matrix elsewhere freezes nothing
 
 
 def test_spawned_memmap_worker_holds_a_copy_the_store_worker_does_not(holders):
@@ -119,11 +124,13 @@ def test_spawned_memmap_worker_holds_a_copy_the_store_worker_does_not(holders):
     assert not matrixviews.copied(matrix, "spawn", "RecordStore")
 
 
-def _run(label, method, uss, growth=0):
+def _run(label, method, uss, growth=0, first=0.5, frozen=()):
     before = [{"private_dirty": uss - growth, "private_clean": 0, "uss": uss - growth,
                "pss_file": MiB}] * 2  # fmt: skip
     after = [{"private_dirty": uss, "private_clean": 0, "uss": uss, "pss_file": MiB}] * 2
-    return workers.EpochRun(label, 1.0, 0.5, 1000, 4, before, after, 1.0, 0.5, method)
+    run = workers.EpochRun(label, 1.0, first, 1000, 4, before, after, 1.0, 0.5, method)
+    run.frozen = list(frozen)
+    return run
 
 
 def _matrix(memmap_spawn_extra=40, list_fork_extra=30, objects=40):
@@ -141,7 +148,9 @@ def _matrix(memmap_spawn_extra=40, list_fork_extra=30, objects=40):
                 extra = memmap_spawn_extra * MiB
             if name == "Python list" and method == "fork":
                 extra = list_fork_extra * MiB
-            m.runs[method][name] = _run(name, method, base + extra)
+            first = 0.2 if name == "NumPy in RAM" else 0.5
+            frozen = (5000, 5000) if method == "forkserver" else ()
+            m.runs[method][name] = _run(name, method, base + extra, first=first, frozen=frozen)
     return m
 
 
@@ -158,7 +167,17 @@ def test_verdicts_follow_the_numbers():
     assert "and little more" in _line(lines, "-> spawn: a list worker")  # 20 MiB over the store
     m.runs["spawn"]["Python list"] = _run("Python list", "spawn", 250 * MiB)
     said = _line(matrixviews.matrix_lines(m), "-> spawn: a list worker")
-    assert "the other 60.0 MiB is what unpickling's temporaries" in said
+    assert "the other 60.0 MiB is not live objects" in said
+    assert "fork server frozen: 5,000 objects" in _line(lines, "-> fork server frozen")
+    assert "heap is frozen" in _line(lines, "-> forkserver: copied")
+    assert "fork 0.20 s (NumPy in RAM)" in _line(lines, "-> the workers' start")
+    for run in m.runs["forkserver"].values():
+        run.frozen = [0, 0]
+    unfrozen = matrixviews.matrix_lines(m)
+    assert "not frozen here" in _line(unfrozen, "-> fork server frozen")
+    assert "not frozen here" in _line(unfrozen, "-> forkserver: copied")
+    m.server = "this process's fork server already ran, preloading nothing: stopped"
+    assert f"-> {m.server}" in matrixviews.matrix_lines(m)
     values, claims = matrixviews.summary(m)
     assert values["matrix_spawn_numpy_memmap_uss"] == 190 * MiB
     verdicts = {c["key"]: c["verdict"] for c in claims}
@@ -166,6 +185,9 @@ def test_verdicts_follow_the_numbers():
     assert verdicts["matrix_mapped_flat"].startswith("only for a holder that pickles its path")
     assert "copy of the whole file" in matrixviews.why_memmap_gap(m, 30 * MiB)
     assert "serializing its buffers" in matrixviews.why_arrow(m, 30 * MiB)
+    assert "compare again" not in matrixviews.why_arrow(m, 30 * MiB)  # 30 MiB over, pickle 30
+    m.runs["spawn"]["Arrow table"] = _run("Arrow table", "spawn", 250 * MiB)  # 100 MiB over
+    assert "pyarrow's own import" in matrixviews.why_arrow(m, 30 * MiB)
 
     quiet = _matrix(memmap_spawn_extra=1, list_fork_extra=2)
     verdicts = {c["key"]: c["verdict"] for c in matrixviews.summary(quiet)[1]}
@@ -200,6 +222,7 @@ def test_heat_map_draws_a_partial_matrix():
 
     m = _matrix()
     del m.runs["spawn"]
+    m.runs["fork"]["NumPy in RAM"] = _run("NumPy in RAM", "fork", 10 * MiB - 20_000)
     _, ax = plt.subplots()
     matrixviews.draw(m, "pss_file")(ax)
     assert "10 of 15 cells" in ax.get_title()
@@ -209,6 +232,9 @@ def test_heat_map_draws_a_partial_matrix():
     assert not any("nan" in t.get_text() for t in ax.texts)
     assert sum("\n" in t.get_text() for t in ax.texts) == 5
     assert len(ax.figure.axes) == 2  # one colour bar, however often the map is redrawn
+    assert ax.figure.axes[1].get_yticklabels()[-1].get_text() == "≥2 (clipped)"
+    assert "Arrow table\n(+ pyarrow import)" in [t.get_text() for t in ax.get_yticklabels()]
+    assert "10 MiB\n0.0" in [t.get_text() for t in ax.texts]  # -0.02 MiB over: not "-0.0"
     image = ax.images[0].get_array()
     assert image[m.names.index("Python list"), 0] == 0.75  # 30 MiB over, of 40 MiB of objects
     plt.close("all")

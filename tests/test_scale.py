@@ -19,6 +19,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from mmlab import RecordStore, scale  # noqa: E402
+from mmlab.data import scaleviews  # noqa: E402
 from mmlab.store import arrow  # noqa: E402
 
 N = 3_000
@@ -144,7 +145,12 @@ def test_plot_task_stream_puts_the_legend_outside_the_bars(local_run):
     try:
         assert len(ax.get_yticks()) == local_run.threads
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert "read_parquet" in labels and "toparquetdata" in labels
+        assert "read_parquet" in labels
+        span = max(t["stop"] for t in local_run.tasks)
+        for label in labels:  # every kind named draws a bar wide enough to see
+            widths = [t["stop"] - t["start"] for t in local_run.tasks
+                      if label in (t["kind"], t["action"])]  # fmt: skip
+            assert max(widths) >= scaleviews.VISIBLE * span
         ax.figure.canvas.draw()
         legend = ax.get_legend().get_window_extent()
         assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, over no bar
@@ -176,7 +182,7 @@ def test_compare_with_in_place_explains_from_the_run(local_run):
     text = "\n".join(lines)
     assert "slower" in text and "estimate" in text and "Why" in text
     assert "export" in text and "page cache" in text and "object storage" in text
-    assert "task time" in text and "worker time" not in text
+    assert "summed task time" in text and "wall span" in text and "worker time" not in text
     with pytest.raises(ValueError):
         scale.compare_with_in_place(local_run, 0)
 

@@ -56,7 +56,7 @@ def test_spawned_workers_fail_on_the_holder_and_run_on_the_fix(h5):
     fixed = traps.attempt_epoch(traps.H5Dataset(h5), "lazy", max_batches=2)
     assert isinstance(fixed, workers.EpochRun) and fixed.batches == 2
     lines = traps.trap_lines(failed, fixed, fixed)
-    assert lines[0].endswith(ERROR) and "+0.0 MiB over the lazy worker (2 batches)" in lines[1]
+    assert lines[0].endswith(ERROR) and "+0.0 MiB over the lazy worker; private dirty" in lines[1]
     assert traps.h5_outcome(failed, fixed, ERROR) == "error"
     why = traps.why_h5(failed, fixed, fixed, h5.stat().st_size)
     assert ERROR in why and "pickles only its path" in why and "no copy of the data" in why

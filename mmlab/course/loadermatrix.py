@@ -8,10 +8,12 @@ pickled too, but the worker is forked from a server process that imported
 ``FORKSERVER_PRELOAD`` (torch): it inherits the server's objects, and a worker that allocates
 many objects (unpickling a list, importing pyarrow) runs the cyclic collector, which writes
 the header of every inherited object it tracks and so copies their pages (lab 06's effect,
-on the server's heap). Importing this module in the fork server therefore ends with
-``gc.freeze()``: the inherited objects leave the collector's lists and their pages stay
-shared. The matrix adds the two memory-mapped holders practitioners write most, as they are
-usually written:
+on the server's heap). The last preload, ``mmlab.course.forkfreeze``, calls ``gc.freeze()``
+in the server: the inherited objects leave the collector's lists. A fork server already
+running with another preload is stopped first (else the preload would not take effect), and
+each worker reports ``gc.get_freeze_count()``, so the matrix says whether the freeze
+happened rather than assuming it. The matrix adds the two memory-mapped holders
+practitioners write most, as they are usually written:
 
 ==================  ===========================================================================
 ``Python list``     ``ListDataset``: a ``(smiles, float32 values)`` tuple per record
@@ -34,7 +36,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,15 +55,16 @@ __all__ = [
     "MemmapHolder",
     "holders",
     "pickled_bytes",
+    "preload_fork_server",
     "prepare",
     "run_matrix",
 ]
 
 METHODS = ("fork", "forkserver", "spawn")
 HOLDERS = ("Python list", "NumPy in RAM", "numpy.memmap", "Arrow table", "RecordStore")
-# Imported once by the fork server that forkserver workers are forked from; this module last,
-# as its import there freezes the collector (see the end of this file).
-FORKSERVER_PRELOAD = ("torch", "mmlab.course.loadermatrix")
+# Imported once by the fork server that forkserver workers are forked from; forkfreeze last:
+# its body is gc.freeze(), which freezes every object the earlier imports made.
+FORKSERVER_PRELOAD = ("torch", "mmlab.course.loadermatrix", "mmlab.course.forkfreeze")
 # The peers of mmlab.data.peers whose files the holders read.
 _KINDS = ("store", "memmap-rows", "arrow")
 
@@ -173,6 +175,13 @@ class Matrix:
     objects: int
     array_data: int = 0
     runs: dict[str, dict[str, EpochRun]] = field(default_factory=dict)
+    server: str = ""  # what was done to a fork server found running, "" if none ran
+
+    def frozen(self, method: str) -> int:
+        """Fewest objects frozen (``gc.get_freeze_count()``) in a worker under ``method`` at
+        its start: above 0 under forkserver when the server froze its heap; 0 if none ran."""
+        counts = [c for run in self.runs.get(method, {}).values() for c in run.frozen]
+        return min(counts, default=0)
 
     def value(self, method: str, name: str, kind: str = "uss", at: str = "end") -> float:
         """Mean ``kind`` per worker after the epoch (``at="end"``) or when the worker was up,
@@ -224,18 +233,14 @@ def run_matrix(
 ) -> Matrix:
     """One ``run_epoch`` per start method and holder (methods outer, holders inner, in the
     order given but a ``"RecordStore"`` first: the baseline of its column), ``on_cell(matrix)``
-    after each, e.g. a ``LiveFigure``'s redraw. The fork server preloads ``FORKSERVER_PRELOAD``.
+    after each, e.g. a ``LiveFigure``'s redraw. The fork server preloads ``FORKSERVER_PRELOAD``
+    (``preload_fork_server``: ``Matrix.server`` says if one already running was stopped).
     ``objects``, ``array_data``: the list's refcounted bytes and its arrays' data
     (``workers.footprint``), for the verdicts."""
-    if "forkserver" in methods:
-        import multiprocessing
-
-        # What practitioners do: the server imports torch once and forks each worker from it
-        # (a worker then starts in a fraction of a second instead of importing torch itself).
-        # The dataset is still pickled into each worker, which is what the matrix measures;
-        # importing this module last freezes the server's objects (see below). Ignored
-        # where this process's fork server already runs.
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    # What practitioners do: the server imports torch once and forks each worker from it
+    # (a worker then starts in a fraction of a second instead of importing torch itself).
+    # The dataset is still pickled into each worker, which is what the matrix measures.
+    server = preload_fork_server() if "forkserver" in methods else ""
     data = next((d for d in datasets.values() if isinstance(d, ArrayDataset)), None)
     matrix = Matrix(
         tuple(methods),
@@ -244,10 +249,15 @@ def run_matrix(
         data.nbytes if data is not None else 0,
         objects,
         array_data,
+        server=server,
     )
     for method in methods:
         row = matrix.runs.setdefault(method, {})
         for name in sorted(datasets, key=lambda n: n != "RecordStore"):  # stable sort
+            # A full collection in this process during a fork epoch writes the header of every
+            # object it tracks, and each page it writes stays behind, private, in the forked
+            # workers: collecting first leaves no full collection due during the epoch.
+            gc.collect()
             row[name] = run_epoch(
                 datasets[name],
                 name,
@@ -260,12 +270,23 @@ def run_matrix(
     return matrix
 
 
-def _in_fork_server() -> bool:
-    # the fork server runs `python -c "from multiprocessing.forkserver import main; ..."`
-    return any("multiprocessing.forkserver import main" in a for a in sys.orig_argv)
+def preload_fork_server(modules: Sequence[str] = FORKSERVER_PRELOAD) -> str:
+    """Make this process's fork server preload ``modules``: ``set_forkserver_preload`` only
+    acts when the server starts, so a server already running with another preload (an earlier
+    run, another lab's check) is stopped first and the next worker starts a new one. What was
+    done, as a sentence ("" if no server ran or it already preloaded ``modules``)."""
+    import multiprocessing
+    from multiprocessing import forkserver
 
-
-if _in_fork_server():
-    # Preloaded: torch and this module's imports are the server's heap, inherited by every
-    # worker. Frozen, the workers' collections never walk them, so never write their pages.
-    gc.freeze()
+    server, wanted = forkserver._forkserver, list(modules)
+    before = list(getattr(server, "_preload_modules", []))
+    note = ""
+    if getattr(server, "_forkserver_pid", None) is not None and before != wanted:
+        ran = f"this process's fork server already ran, preloading {', '.join(before) or 'nothing'}"
+        if hasattr(server, "_stop"):
+            server._stop()
+            note = f"{ran}: stopped, so the matrix's forkserver workers come from a new one"
+        else:
+            note = f"{ran}, and could not be stopped: the matrix's preload did not take effect"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(wanted)
+    return note

@@ -44,6 +44,14 @@ FLOOR = 1 * MiB  # below a MiB per worker, allocator slack and batches hide any 
 _SPAWNED = ("forkserver", "spawn")
 _KINDS = {"uss": "USS", "private_dirty": "private dirty", "pss_file": "file-backed PSS"}
 _TOP = 2.0  # the colour scale's end: twice the data per worker
+# Only the Arrow worker imports pyarrow: at small sizes that import outweighs the table
+_ROWS = {"Arrow table": "Arrow table\n(+ pyarrow import)"}
+
+
+def _signed(mib: float) -> str:
+    """``+1.2``, ``-0.4``; ``0.0`` for what rounds to zero (never ``-0.0``)."""
+    text = f"{mib:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 def draw(matrix: Matrix, kind: str = "uss"):
@@ -66,13 +74,13 @@ def draw(matrix: Matrix, kind: str = "uss"):
             if matrix.names[r] == "RecordStore" and np.isfinite(shown[r, c]):
                 text += "\nbaseline"
             elif np.isfinite(extra[r, c]):
-                text += f"\n{extra[r, c]:+.1f}"
+                text += f"\n{_signed(extra[r, c])}"
             dark = np.isfinite(fraction[r, c]) and fraction[r, c] > 0.6 * _TOP
             ax.text(c, r, text, ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")  # fmt: skip
         ax.grid(False)
         ax.set_xticks(range(len(matrix.methods)), matrix.methods)
-        ax.set_yticks(range(len(matrix.names)), matrix.names)
+        ax.set_yticks(range(len(matrix.names)), [_ROWS.get(n, n) for n in matrix.names])
         ax.set_title(
             f"{_KINDS[kind]} per worker after one epoch ({matrix.done} of {shown.size} cells);\n"
             "second line: MiB over the RecordStore worker (baseline), same start method",
@@ -80,6 +88,8 @@ def draw(matrix: Matrix, kind: str = "uss"):
         )
         if not getattr(ax.figure, "_matrix_colorbar", False):
             bar = ax.figure.colorbar(mpl.cm.ScalarMappable(norm, cmap), ax=ax, shrink=0.9)
+            ticks = np.linspace(0, _TOP, 5)
+            bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks[:-1]] + [f"≥{_TOP:g} (clipped)"])
             bar.set_label(
                 "fraction of the data copied into each worker\n"
                 "(MiB over baseline / pickle, list: / its objects; 1 = a full copy)",
@@ -179,13 +189,35 @@ def _list_line(matrix: Matrix, method: str = "spawn") -> str:
         + f". From a {_mib(pickle)} pickle it rebuilt "
         f"{_mib(matrix.objects)} of objects and {_mib(matrix.array_data)} of their arrays' "
         + (
-            f"data; the other {_mib(rest)} is what unpickling's temporaries (each array's "
-            "bytes arrive first as a bytes object) left to the allocators, which keep it: the "
-            "live objects are scattered among it"
+            f"data; the other {_mib(rest)} is not live objects: memory the allocators kept "
+            "after unpickling (not itemized here)"
             if rest >= FLOOR
             else "data, and little more"
         )
     )
+
+
+def _freeze_line(matrix: Matrix) -> str:
+    frozen = matrix.frozen("forkserver")
+    head = (
+        f"-> fork server frozen: {frozen:,} objects in each forkserver worker at its start "
+        "(gc.get_freeze_count(); the server's last preload calls gc.freeze())"
+    )
+    if frozen:
+        return head + (
+            ": the collector never writes the server's inherited objects there, so a forkserver "
+            "cell holds over the store what its pickle carried (reference-count writes can "
+            "still copy pages of inherited objects a worker touches)"
+        )
+    return head + (
+        ": not frozen here, so a worker that collects could copy pages of the server's heap "
+        "(not measured here) and its cells may hold more than their pickle"
+    )
+
+
+def _started(matrix: Matrix, method: str) -> str:
+    name, run = min(matrix.runs[method].items(), key=lambda item: item[1].first_batch_s)
+    return f"{method} {run.first_batch_s:.2f} s ({name})"
 
 
 def matrix_lines(matrix: Matrix) -> list[str]:
@@ -207,22 +239,32 @@ def matrix_lines(matrix: Matrix) -> list[str]:
     ]
     if "fork" in matrix.runs:
         lines.append(_fork_line(matrix))
+    if matrix.server:
+        lines.append(f"-> {matrix.server}")
+    if "forkserver" in matrix.runs:
+        lines.append(_freeze_line(matrix))
     for method in (m for m in matrix.methods if m in _SPAWNED):
         said = {n: verdict(matrix, method, n) for n in matrix.names if n != "RecordStore"}
         hit = [n for n, v in said.items() if v == "copied"]
         kept = [n for n, v in said.items() if v == "not copied"] + ["RecordStore"]
         small = [n for n, v in said.items() if v == "too small to tell"]
+        why = "its pickle, unpickled there"
+        if method == "forkserver":
+            why += (
+                "; the server's heap is frozen: see 'fork server frozen' above"
+                if matrix.frozen(method)
+                else "; not frozen here: see 'fork server frozen' above"
+            )
         lines.append(
             f"-> {method}: copied into each worker (over the store's worker by half its data or "
-            f"more): {', '.join(hit) or 'none'}; not: {', '.join(kept)}"
+            f"more; {why}): {', '.join(hit) or 'none'}; not: {', '.join(kept)}"
             + (f"; too small to tell at this size: {', '.join(small)}" if small else "")
         )
     if "spawn" in matrix.runs and matrix.objects:
         lines.append(_list_line(matrix))
-    starts = {m: min(r.first_batch_s for r in matrix.runs[m].values()) for m in matrix.methods}
     lines.append(
-        "-> the workers' start, fastest holder: "
-        + ", ".join(f"{m} {s:.2f} s" for m, s in starts.items())
+        "-> the workers' start (until the first batch), fastest holder per method: "
+        + ", ".join(_started(matrix, m) for m in matrix.methods)
         + ". A spawned worker imports Python, torch and the dataset's modules itself; a "
         "forkserver worker is forked from a server that preloaded torch (the first forkserver "
         "cell also paid the server's start: the RecordStore runs first in each column, so its "
@@ -272,9 +314,9 @@ def why_arrow(matrix: Matrix, file_bytes: int, method: str = "spawn") -> str:
     )
     if arrow_outcome(matrix, method) == "copied":
         beyond = (
-            "; what it held beyond the pickle is mostly pyarrow itself, which only the Arrow "
-            "worker imports"
-            if gap > size
+            "; it held over twice the pickle: at this size pyarrow's own import (only the Arrow "
+            "worker imports it) weighs more than the table: compare again with more records"
+            if gap - size > size
             else ""
         )
         return head + (

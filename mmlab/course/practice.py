@@ -90,7 +90,7 @@ class Cold:
     """The first reads after the format's files were dropped from the page cache."""
 
     open: Step  # opening the format (headers, footers, a schema, a count)
-    gets: Step  # then READS random full records, one get each
+    gets: Step  # then READS random full records, one get each, the files dropped again first
     file_bytes: int  # the format's files' size (what the cache could hold)
     left_pages: int | None  # pages that stayed in the cache after eviction (None: unknown)
     note: str  # why pages stayed or could not be counted ("" when all went)
@@ -213,6 +213,9 @@ def _cold(kind: str, path: Path, indices: np.ndarray) -> Cold:
     left, note = _evict(path)
     opened, peer = _measured(lambda: peers.open_peer(kind, path))
     try:
+        # the open may read much of the file (SQLite's count(*) reads every page, a first
+        # fault's read-around brings in up to read_ahead_kb): drop it again so the gets are cold
+        _evict(path)
         gets, _ = _measured(lambda: _gets(peer, indices))
     finally:
         peer.close()

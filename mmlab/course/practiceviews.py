@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+from mmlab.course import practice
 from mmlab.course.practice import HFGets, Race
 from mmlab.instruments.spread import Spread
 
@@ -25,15 +26,20 @@ __all__ = [
     "hf_lines",
     "lines",
     "mib",
+    "page_coverage",
     "plot_ratios",
     "table",
     "why_arrow_double",
     "why_cold_read",
     "why_fastest_get",
     "why_lmdb_double",
+    "winner",
 ]
 
 MiB = 2**20
+# names in sentences; the long titles (peers.PEERS) are for the table and the legend
+SHORT = {"store": "store", "memmap": "numpy.memmap", "arrow": "Arrow", "sqlite": "SQLite",
+         "lmdb": "LMDB"}  # fmt: skip
 STEPS = {  # what plot_ratios draws: the Race.ratio name and its label
     "build": "build",
     "double": "double U0\n+ durable",
@@ -98,9 +104,10 @@ def _cold(step) -> str:
 
 def table(race: Race) -> Table:
     """One row per format: build, double, cold and warm reads, the epoch and its workers."""
-    header = ("format", "build", "on disk (built)", "double U0 + durable",
+    header = ("format", "build", "on disk (built)", "double U0 + durable", "on disk after double",
               "dirtied to double (≈ data written; file-system metadata not counted)",
-              "open cold (read, major faults)", "1,024 gets cold (read, major faults)",
+              "open cold (read, major faults)",
+              "1,024 gets cold, files dropped again after the open (read, major faults)",
               "get warm", "take 1,024 warm", "epoch, 2 workers",
               "private dirty growth MiB, worker 1 / worker 2",
               "Pss_File growth MiB, worker 1 / worker 2")  # fmt: skip
@@ -109,17 +116,19 @@ def table(race: Race) -> Table:
         rewrite = " (new file)" if run.rewritten else ""
         rows.append((
             run.title, _timed(run.builds, run.build), _mib(run.disk_bytes),
-            _timed(run.doubles, run.double), _mib(run.double.write_bytes) + rewrite,
+            _timed(run.doubles, run.double), _mib(run.disk_after),
+            _mib(run.double.write_bytes) + rewrite,
             _cold(run.cold.open), _cold(run.cold.gets),
             f"{_t(run.warm_get.median)} [{_t(run.warm_get.q1)}–{_t(run.warm_get.q3)}]",
-            _t(run.take.median), _t(run.epoch.seconds) if run.epoch else "n/a",
+            _timed(run.take, None), _t(run.epoch.seconds) if run.epoch else "n/a",
             _per_worker(run.worker_growth("private_dirty")),
             _per_worker(run.worker_growth("pss_file")),
         ))  # fmt: skip
     caption = (
         f"{race.records:,} QM9 records; build and double: median [IQR] of fresh interleaved "
         "rounds where shown, else one run; warm times: median [IQR] of "
-        f"{race.rounds} interleaved rounds; cold: after the files were dropped from the page cache"
+        f"{race.rounds} interleaved rounds; cold: after the files were dropped from the page "
+        "cache, before the open and again before the gets; epoch: one run"
     )
     return Table(header, tuple(rows), caption)
 
@@ -167,8 +176,9 @@ def _round_ratio(race: Race, kind: str, what: str) -> Spread:
 
 def _versus(race: Race, kind: str, what: str) -> str:
     ratio = _round_ratio(race, kind, what)
-    said = ratio.verdict(1.0, above="the store faster", below=f"{race[kind].title} faster")
-    return f"{race[kind].title} {ratio.text('.2f', 'x', than=1.0)} the store's time: {said}"
+    name = SHORT.get(kind, kind)
+    said = ratio.verdict(1.0, above="the store faster", below=f"{name} faster")
+    return f"{name} {ratio.text('.2f', 'x', than=1.0)} the store's time: {said}"
 
 
 def _column_pages(race: Race) -> str:
@@ -194,7 +204,7 @@ def _against(race: Race, kind: str, what: str) -> tuple[int, str]:
     """(side, words): ``kind`` against the store at a build or double, by rounds where repeated,
     else by one run each (only for formats orders of magnitude apart)."""
     ratio = _rounds_ratio(race, kind, what)
-    title = race[kind].title
+    title = SHORT.get(kind, kind)
     if ratio is None:
         r = race.ratio(kind, what)
         return (1 if r > 1 else -1), f"{title} {r:,.1f}x the store's time (one run each)"
@@ -202,13 +212,46 @@ def _against(race: Race, kind: str, what: str) -> tuple[int, str]:
     return ratio.side(1.0), f"{title} {ratio.text('.2f', 'x', than=1.0)} the store's time: {said}"
 
 
+def _samples(race: Race, kind: str, what: str) -> tuple[float, ...] | None:
+    attr = {"build": "builds", "double": "doubles", "get": "warm_get", "take": "take"}[what]
+    spread = getattr(race[kind], attr)
+    return None if spread is None else spread.samples
+
+
+def winner(race: Race, what: str, label: str) -> str:
+    """``label``: which format was fastest at ``what``, named from the paired round ratios of
+    the two fastest (their rounds were interleaved), not from separate medians: when those
+    do not clearly agree, the two are "too close to call". Then every other format's median."""
+    value = practice._value
+    ranked = sorted(race.runs, key=lambda k: value(race[k], what))
+    best, rest = ranked[0], ranked[1:]
+    head = f"{label}: fastest here {SHORT.get(best, best)} ({_t(value(race[best], what))})"
+    if rest:
+        second = rest[0]
+        a, b = _samples(race, best, what), _samples(race, second, what)
+        if a is not None and b is not None and len(a) == len(b):
+            ratio = Spread.of([y / x for x, y in zip(a, b, strict=True)])
+            n, k = len(a), ratio.count_above(1.0)
+            names = SHORT.get(best, best), SHORT.get(second, second)
+            if ratio.side(1.0) > 0:
+                head += f", faster than {names[1]} in {k} of {n} paired rounds"
+            else:
+                who, m = (names[0], k) if k >= n - k else (names[1], n - k)
+                head = (
+                    f"{label}: {names[0]} and {names[1]} too close to call (medians "
+                    f"{_t(value(race[best], what))} and {_t(value(race[second], what))}; round "
+                    f"by round {who} was faster in {m} of {n})"
+                )
+                rest = rest[1:]
+    if rest:
+        head += "; then " + ", ".join(f"{SHORT.get(k, k)} {_t(value(race[k], what))}" for k in rest)
+    return head
+
+
 def batch_outcome(race: Race) -> str:
-    """Which format's batch (take) won here, with every median."""
-    best = fastest(race, "take")
-    ranked = sorted(race.runs.values(), key=lambda r: r.take.median)
-    order = ", ".join(f"{r.title} {_t(r.take.median)}" for r in ranked)
-    return (f"Batch of {race.reads:,} (take): fastest median here {race[best].title} ({order}); "
-            "each format against the store, round by round:")  # fmt: skip
+    """Which format's batch (take) won here, from the paired rounds, with every median."""
+    return (winner(race, "take", f"Batch of {race.reads:,} (take)")
+            + "; each format against the store, round by round:")  # fmt: skip
 
 
 def _double_s(run) -> float:
@@ -234,7 +277,7 @@ def durable_lines(race: Race) -> list[str]:
         "U0 or the new. The store and numpy.memmap only make it durable: flush() (msync) writes "
         "the dirty pages with no journal, and a crash before it ends can leave U0 partly "
         "doubled. So this race compares durable-only updates ("
-        + ", ".join(f"{race[k].title} {_t(race.ratio(k, 'double') * base)}" for k in quick)
+        + ", ".join(f"{SHORT[k]} {_t(race.ratio(k, 'double') * base)}" for k in quick)
         + f") with atomic ones ({_t(min(times))} to {_t(max(times))})."
     ]
     sq = race.runs.get("sqlite")
@@ -255,9 +298,9 @@ def epoch_line(race: Race) -> str:
         return "DataLoader epoch: not run."
     ratios = {k: race.ratio(k, "epoch") for k in race.runs if k != "store"}
     worst = max(ratios.values(), default=1.0)
-    each = ", ".join(f"{race[k].title} {r:.2f}x" for k, r in ratios.items())
+    each = ", ".join(f"{SHORT.get(k, k)} {r:.2f}x" for k, r in ratios.items())
     return (
-        f"DataLoader epoch: every format's within {worst:.1f}x of the store's {_t(store.seconds)} "
+        f"DataLoader epoch: every format's at most {worst:.2f}x the store's {_t(store.seconds)} "
         f"({each}): with {len(store.start)} workers, {_t(store.first_batch_s)} of the store's "
         f"epoch went to starting them before the first batch, the rest to {store.items:,} gets, "
         f"collating {store.batches:,} batches and passing them to this process: the warm-get "
@@ -269,22 +312,32 @@ def lines(race: Race) -> list[str]:
     """What the run showed, step by step, in sentences built from its numbers."""
     store = race["store"]
     others = [k for k in race.runs if k != "store"]
-    out = [f"Build: fastest median here {race[fastest(race, 'build')].title}; against the store:"]
+    out = [winner(race, "build", "Build") + "; against the store:"]
     out += [f"  {_against(race, k, 'build')[1]}" for k in others]
     out.append(
-        f"Double U0 + durable: fastest median here {race[fastest(race, 'double')].title}; the "
-        f"store dirtied {_mib(store.double.write_bytes)}: {_column_pages(race)}; against it:"
+        winner(race, "double", "Double U0 + durable")
+        + f"; the store dirtied {_mib(store.double.write_bytes)}: {_column_pages(race)}; "
+        "against it:"
     )
     out += [f"  {_against(race, k, 'double')[1]}" for k in others]
     for run in race.runs.values():
         if run.rewritten:
             out.append(
-                f"  {run.title} cannot update in place: it wrote {_mib(run.double.write_bytes)} "
+                f"  {SHORT.get(run.kind, run.kind)} cannot update in place: it wrote "
+                f"{_mib(run.double.write_bytes)} "
                 f"for a {_mib(run.disk_bytes)} file and the data file is a new inode (a new "
                 "file renamed over the old one)."
             )
+    for run in race.runs.values():
+        if run.kind == "lmdb" and run.disk_after > 1.1 * run.disk_bytes:
+            out.append(
+                f"  {SHORT.get(run.kind, run.kind)}'s files grew from {_mib(run.disk_bytes)} to "
+                f"{_mib(run.disk_after)} with the double: copy-on-write writes every changed page "
+                "anew; the freed pages are reused by later writes, but the file never shrinks "
+                "(its cold reads below run on the grown file)."
+            )
     out += durable_lines(race)
-    out.append(f"Warm random get: fastest here {race[fastest(race, 'get')].title}.")
+    out.append(winner(race, "get", "Warm random get") + "; against the store, round by round:")
     out += [f"  {_versus(race, kind, 'get')}" for kind in others]
     out.append(batch_outcome(race))
     out += [f"  {_versus(race, kind, 'take')}" for kind in others]
@@ -310,7 +363,7 @@ def why_arrow_double(race: Race) -> str:
 def why_fastest_get(race: Race) -> str:
     """Why the fastest warm get was the fastest, from the medians of every format."""
     ranked = sorted(race.runs.values(), key=lambda r: r.warm_get.median)
-    order = ", ".join(f"{r.title} {_t(r.warm_get.median)}" for r in ranked)
+    order = ", ".join(f"{SHORT.get(r.kind, r.kind)} {_t(r.warm_get.median)}" for r in ranked)
     return (
         f"Medians of {race.rounds} interleaved rounds of {race.reads:,} gets each: {order}. "
         "A warm get costs Python calls, not I/O (every page is in the cache): the store does "
@@ -333,26 +386,48 @@ def why_lmdb_double(race: Race) -> str:
     )
 
 
+def page_coverage(records: int, reads: int, item_bytes: int = 8) -> tuple[int, float]:
+    """(pages, expected share of them touched) for one column of ``records`` items of
+    ``item_bytes`` when ``reads`` distinct random rows are read: 1 - (1 - 1/pages)^reads."""
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages = max(-(-records * item_bytes // page), 1)
+    return pages, 1.0 - (1.0 - 1.0 / pages) ** reads
+
+
 def why_cold_read(race: Race, read_ahead_kb: int | None = None) -> str:
-    """Why the store's 1,024 cold gets read what they read from storage."""
+    """Why the store's 1,024 cold gets read what they read from storage: a columnar file, so
+    each get touches a page of every column, and random rows cover most pages already."""
+    import os
+
+    from mmlab.data.peers import FIELDS
+
     cold = race["store"].cold
     read = cold.gets.read_bytes
     if read is None:
         return "This machine does not count the bytes a process reads from storage."
-    per_record = cold.file_bytes / max(race.records, 1)
-    asked = race.reads * per_record
-    ahead = (f"read_ahead_kb ({read_ahead_kb:,} KiB here; 128 KiB is the usual default on a "
-             "laptop's disk)" if read_ahead_kb else "read_ahead_kb (unknown here)")  # fmt: skip
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages, share = page_coverage(race.records, race.reads)
+    places = len(FIELDS) + 2  # every float64 column, the SMILES offsets and the SMILES heap
+    ahead = "up to read_ahead_kb, unknown here"
+    if read_ahead_kb:
+        ahead = (f"up to read_ahead_kb: {read_ahead_kb:,} KiB here; 128 KiB is the usual "
+                 "default on a laptop's disk")  # fmt: skip
     return (
-        f"{race.reads:,} distinct random records are about {_mib(asked)} of the file "
-        f"({per_record:,.0f} bytes of file per record), spread over all of its "
-        f"{_mib(cold.file_bytes)}; storage delivered {_mib(read)} "
-        f"({read / max(cold.file_bytes, 1):.0%} of the file) in {cold.gets.major_faults} major "
-        f"fault(s), after the open had read {_mib(cold.open.read_bytes)}. A major fault on a "
-        f"file mapping makes the kernel read around the faulting page, {ahead} at a time; "
-        "later touches inside what it read are minor faults. With a read-around this large "
-        "against the file, a few faults bring in most of it; with a small one, random gets "
-        "read about a read-around per record instead."
+        f"The store is columnar: a full-record get touches about {places} places (the "
+        f"{len(FIELDS)} float64 columns, the SMILES offsets and the heap). One float64 column of "
+        f"{race.records:,} records is {_mib(race.records * 8)}: {pages:,} pages of "
+        f"{page // 8:,} rows, so {race.reads:,} random rows touch about "
+        f"1 - (1 - 1/{pages:,})^{race.reads:,} = {share:.0%} of each column's pages. At page "
+        f"granularity these gets already touch ~{share:.0%} of the pages of every column they "
+        "read; read-around "
+        f"({ahead}) only decides how many faults bring them in, not how many bytes. Here "
+        f"storage delivered {_mib(read)} ({read / max(cold.file_bytes, 1):.0%} of the "
+        f"{_mib(cold.file_bytes)} file as read cold, after the double) in "
+        f"{cold.gets.major_faults} major fault(s), after the open had read "
+        f"{_mib(cold.open.read_bytes)}. In a row layout (LMDB's pickle per record) a record "
+        "lies in one place, and there the read-around decides how many bytes are read."
         + (f" {cold.left_pages} pages had stayed in the cache: {cold.note}" if cold.note else "")
     )
 

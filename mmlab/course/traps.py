@@ -164,8 +164,7 @@ def trap_lines(trap: EpochRun | str, fix: EpochRun | str, reference: EpochRun) -
         lines.append(
             f"{run.label} ({run.start_method}, {run.batches} batches): USS per worker "
             f"{run.after() / MiB:.1f} MiB, "
-            f"{extra / MiB:+.1f} MiB over the {reference.label} worker "
-            f"({reference.batches} batches); private dirty "
+            f"{extra / MiB:+.1f} MiB over the {reference.label} worker; private dirty "
             f"{run.after('private_dirty') / MiB:.1f} MiB, file-backed PSS "
             f"{run.after('pss_file') / MiB:.1f} MiB"
         )

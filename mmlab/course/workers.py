@@ -29,7 +29,7 @@ import gc
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,6 +103,9 @@ class EpochRun:
     worker_cpu_s: float
     main_cpu_s: float
     start_method: str = "fork"
+    # gc.get_freeze_count() in each worker at its start: objects the collector never walks
+    # there (frozen in this process before a fork, or in a fork server that froze its heap)
+    frozen: list[int] = field(default_factory=list)
 
     def growth(self, name: str = "private_dirty") -> float:
         """Mean growth of ``name`` per worker during the epoch, bytes."""
@@ -118,7 +121,8 @@ class EpochRun:
 def _report_start(queue, worker_id: int) -> None:
     # Runs in each worker once it is up (after unpickling the dataset, if it was pickled),
     # before it reads a record.
-    queue.put((os.getpid(), private_memory(os.getpid()), _cpu_seconds(os.getpid())))
+    pid = os.getpid()
+    queue.put((pid, private_memory(pid), _cpu_seconds(pid), gc.get_freeze_count()))
 
 
 def run_epoch(
@@ -138,6 +142,7 @@ def run_epoch(
     ``gc.unfreeze()`` after). ``max_batches`` stops early. Persistent workers outlive the
     epoch, so their memory and CPU time are read where the epoch left them. No sampler runs
     during the epoch: reading the workers' ``smaps_rollup`` every few ms would cost them time.
+    Each worker also reports ``gc.get_freeze_count()`` at its start (``EpochRun.frozen``).
     """
     import multiprocessing
 
@@ -177,8 +182,19 @@ def run_epoch(
             gc.unfreeze()
     del batches, loader  # shuts the workers down
     start = [started[pid][0] for pid in pids]
+    frozen = [started[pid][2] for pid in pids]
     return EpochRun(
-        label, seconds, first, len(dataset), done, start, end, worker_cpu, main_cpu, start_method
+        label,
+        seconds,
+        first,
+        len(dataset),
+        done,
+        start,
+        end,
+        worker_cpu,
+        main_cpu,
+        start_method,
+        frozen,
     )
 
 

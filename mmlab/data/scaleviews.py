@@ -61,10 +61,14 @@ def run_lines(run: DistributedRun) -> list[str]:
     return lines
 
 
+VISIBLE = 0.003  # a bar narrower than this share of the task stream's span is not seen
+
+
 def plot_task_stream(run: DistributedRun, ax: Any = None) -> Any:
     """The run's task stream: one row per worker thread, one bar per task from its start to
     its stop, coloured by kind (read_parquet, mul, toparquetdata, ...; transfers between
-    workers hatched). The legend sits outside the axes, so it covers no bar. Returns ``ax``."""
+    workers hatched). The legend sits outside the axes, so it covers no bar, and names only
+    the kinds with a bar wide enough to see (``VISIBLE`` of the stream's span). Returns ``ax``."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -77,7 +81,8 @@ def plot_task_stream(run: DistributedRun, ax: Any = None) -> Any:
         labels.append(f"worker {workers.index(worker) + 1} · thread {threads.index(thread) + 1}")
     kinds = list(dict.fromkeys(t["kind"] for t in run.tasks if t["action"] == "compute"))
     colours = plt.get_cmap("tab10")
-    handles = {}
+    handles: dict[str, Any] = {}
+    widest: dict[str, float] = {}
     for task in run.tasks:
         y = rows.index((task["worker"], task["thread"]))
         width = max(task["stop"] - task["start"], 1e-6) * 1e3
@@ -97,6 +102,9 @@ def plot_task_stream(run: DistributedRun, ax: Any = None) -> Any:
             linewidth=0.3,
         )
         handles.setdefault(label, bar)
+        widest[label] = max(widest.get(label, 0.0), width)
+    span = max((t["stop"] for t in run.tasks), default=0.0) * 1e3
+    handles = {k: h for k, h in handles.items() if widest[k] >= VISIBLE * span}
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("time since the first task started (ms)")
@@ -152,9 +160,9 @@ def plot_phases(run: DistributedRun, in_place_seconds: float | None = None, ax: 
 
 def _duration(seconds: float) -> str:
     if seconds < 1e-6:
-        return f"{seconds * 1e9:,.0f} ns"
+        return f"{_two(seconds * 1e9)} ns"
     if seconds < 1e-3:
-        return f"{seconds * 1e6:,.0f} µs"
+        return f"{_two(seconds * 1e6)} µs"
     if seconds < 1:
         return f"{seconds * 1e3:,.1f} ms"
     if seconds < 120:
@@ -162,6 +170,21 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:,.1f} min"
     return f"{seconds / 3600:,.1f} h"
+
+
+def _two(x: float) -> str:
+    """``x`` to 2 significant figures, without an exponent: 2.5, 12, 240."""
+    text = f"{x:.2g}"
+    return f"{float(text):,.0f}" if "e" in text else text
+
+
+def _about(n: float) -> str:
+    """A large count in words, to 2 significant figures: 130 million, 5.2 billion."""
+    n = float(f"{n:.2g}")
+    for word, scale in (("billion", 1e9), ("million", 1e6)):
+        if n >= scale:
+            return f"{n / scale:g} {word}"
+    return f"{n:,.0f}"
 
 
 def _size(n: float) -> str:
@@ -245,19 +268,21 @@ def compare_with_in_place(
         "the same ones the in-place doubling used, so the cluster's start and the export are "
         f"fixed costs ({_duration(start + export)}). The tasks themselves, reading, decoding "
         "and re-encoding immutable Parquet shards whole, ran "
-        f"{_duration(run.task_span)}: already {run.task_span / in_place_seconds:,.0f}x the "
+        f"{_duration(run.task_span)} from the first task's start to the last one's end (the "
+        f"tasks' wall span): already {run.task_span / in_place_seconds:,.0f}x the "
         f"in-place doubling (the tasks' own work, pandas conversions included); the other "
         f"{_duration(max(compute - run.task_span, 0.0))} of the compute + write phase went to "
         "sending the graph and collecting the results.",
         "Where the balance turns (an estimate from this run's measured rates, not a measurement; "
         "a small run's rates include its fixed costs, such as the flush and the first tasks, "
         "so they overstate the time a bigger run takes per record):",
-        f"  per record, this run's tasks ran {_duration(task_s)} (task time: the sum of the "
-        f"task bars over the {run.records:,} records), the in-place doubling took "
+        f"  per record, this run's tasks ran {_duration(task_s)} (summed task time: the "
+        f"lengths of all task bars, over {run.threads} thread(s), divided by the "
+        f"{run.records:,} records; not the wall span above), the in-place doubling took "
         f"{_duration(per_record)}: {task_s / per_record:,.0f}x, before the export and the "
         "start, at any size that fits this machine.",
         f"  it fits while the store stays in this machine's memory ({_size(ram)}, about "
-        f"{records_in_ram:,.0f} records of {record_bytes:,.0f} bytes); doubling a column that "
+        f"{_about(records_in_ram)} records of {record_bytes:,.0f} bytes); doubling a column that "
         "big in place is bounded by the storage's write bandwidth and the kernel's dirty-page "
         "throttling, not by this run's small flush.",
         "  past memory (lab 07), in place reads the column from disk: it slows to the disk's "
