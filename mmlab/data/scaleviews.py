@@ -61,14 +61,15 @@ def run_lines(run: DistributedRun) -> list[str]:
     return lines
 
 
-VISIBLE = 0.003  # a bar narrower than this share of the task stream's span is not seen
+VISIBLE = 0.0  # every kind with a bar: even a hairline bar is seen, and needs its name
 
 
 def plot_task_stream(run: DistributedRun, ax: Any = None) -> Any:
     """The run's task stream: one row per worker thread, one bar per task from its start to
     its stop, coloured by kind (read_parquet, mul, toparquetdata, ...; transfers between
-    workers hatched). The legend sits outside the axes, so it covers no bar, and names only
-    the kinds with a bar wide enough to see (``VISIBLE`` of the stream's span). Returns ``ax``."""
+    workers hatched). The legend sits outside the axes, so it covers no bar, and names every
+    kind drawn (``VISIBLE``: the least share of the stream's span a named bar has). Returns
+    ``ax``."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -162,9 +163,9 @@ def _duration(seconds: float) -> str:
     if seconds < 1e-6:
         return f"{_two(seconds * 1e9)} ns"
     if seconds < 1e-3:
-        return f"{_two(seconds * 1e6)} µs"
+        return f"{seconds * 1e6:.3g} µs"
     if seconds < 1:
-        return f"{seconds * 1e3:,.1f} ms"
+        return f"{seconds * 1e3:,.3g} ms"
     if seconds < 120:
         return f"{seconds:,.2f} s"
     if seconds < 7200:
