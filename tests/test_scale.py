@@ -169,7 +169,7 @@ def test_plot_phases_and_to_dict(local_run):
     try:
         assert [t.get_text() for t in ax.get_yticklabels()][1] == "RecordStore, in place"
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert legend[:2] == ["export", "start cluster"] and "2.0 ms" in ax.texts[-1].get_text()
+        assert legend[:2] == ["export", "start cluster"] and "2.00 ms" in ax.texts[-1].get_text()
     finally:
         plt.close(ax.figure)
     data = json.loads(json.dumps(local_run.to_dict()))

@@ -6,6 +6,7 @@ inside the functions only. ``mmlab.data.scale`` re-exports ``plot_task_stream``,
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -163,14 +164,19 @@ def _duration(seconds: float) -> str:
     if seconds < 1e-6:
         return f"{_two(seconds * 1e9)} ns"
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
+        return f"{_three(seconds * 1e6)} µs"
     if seconds < 1:
-        return f"{seconds * 1e3:,.3g} ms"
+        return f"{_three(seconds * 1e3)} ms"
     if seconds < 120:
         return f"{seconds:,.2f} s"
     if seconds < 7200:
         return f"{seconds / 60:,.1f} min"
     return f"{seconds / 3600:,.1f} h"
+
+
+def _three(x: float) -> str:
+    """``x`` (under 1,000) to 3 significant figures, trailing zeros kept: 2.00, 12.7, 243."""
+    return f"{x:.{max(0, 2 - math.floor(math.log10(x)))}f}" if x >= 1 else f"{x:.3g}"
 
 
 def _two(x: float) -> str:
