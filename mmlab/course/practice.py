@@ -248,13 +248,15 @@ def _warm_up(directory: Path, kinds, smiles, values) -> None:
 
     scratch = directory / "warm-up"
     scratch.mkdir()
-    for kind in kinds:
-        path = peers.build(kind, scratch / kind, smiles[:16], values[:16])
-        with peers.open_peer(kind, path, writable=True) as peer:
-            peer.double("U0")
-            peer.get(0)
-            peer.take([1, 0])
-    shutil.rmtree(scratch)
+    try:
+        for kind in kinds:
+            path = peers.build(kind, scratch / kind, smiles[:16], values[:16])
+            with peers.open_peer(kind, path, writable=True) as peer:
+                peer.double("U0")
+                peer.get(0)
+                peer.take([1, 0])
+    finally:  # an error (a full disk, a library's) leaves no copies of the data behind
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _rounds(directory: Path, runs: dict[str, FormatRun], smiles, values, field_: str,
@@ -269,15 +271,17 @@ def _rounds(directory: Path, runs: dict[str, FormatRun], smiles, values, field_:
     for r in range(rounds):
         scratch = directory / f"round-{r}"
         scratch.mkdir()
-        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
-            began = time.perf_counter()
-            path = peers.build(kind, scratch / kind, smiles, values)
-            builds[kind].append(time.perf_counter() - began)
-            with peers.open_peer(kind, path, writable=True) as peer:
+        try:
+            for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
                 began = time.perf_counter()
-                peer.double(field_)
-                doubles[kind].append(time.perf_counter() - began)
-        shutil.rmtree(scratch)
+                path = peers.build(kind, scratch / kind, smiles, values)
+                builds[kind].append(time.perf_counter() - began)
+                with peers.open_peer(kind, path, writable=True) as peer:
+                    began = time.perf_counter()
+                    peer.double(field_)
+                    doubles[kind].append(time.perf_counter() - began)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     for kind, run in runs.items():
         run.builds, run.doubles = Spread.of(builds[kind]), Spread.of(doubles[kind])
 
@@ -392,6 +396,7 @@ def hf_gets(arrow_path: str | os.PathLike[str], out: str | os.PathLike[str], ind
         began = time.perf_counter()
         ds[rows]
         batches.append((time.perf_counter() - began) / len(rows))
+    del ds  # unmaps ``out``: the caller may evict or delete it
     return HFGets(Spread.of(singles), "", datasets.__version__, Spread.of(batches))
 
 

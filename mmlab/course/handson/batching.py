@@ -13,7 +13,6 @@ loop, in interleaved rounds, is reported beside it, not judged.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -22,12 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from mmlab.course.handson.verdict import Verdict, attempt
+from mmlab.instruments.compare import quick_mode
 
 __all__ = ["ReferenceBatches", "batch_getitems"]
-
-
-def _quick() -> bool:
-    return os.environ.get("MMLAB_QUICK") == "1"
 
 
 class ReferenceBatches:
@@ -123,7 +119,7 @@ def batch_getitems(cls: Callable) -> Verdict:
     from mmlab.store import RecordStore
 
     name = "batch_getitems"
-    n, batch = (2_048, 128) if _quick() else (8_192, 256)
+    n, batch = (2_048, 128) if quick_mode() else (8_192, 256)
     Path("data").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir="data") as folder:
         path = _store(Path(folder), n)
@@ -185,7 +181,7 @@ def _report_speed(verdict: Verdict, cls: Callable, store, indices: list[int]) ->
     dataset, loop = built.result, "a loop of store[i]"
     result = compare(
         {loop: lambda: [store[i] for i in indices], "yours": lambda: dataset.__getitems__(indices)},
-        repeats=5 if _quick() else 9,
+        repeats=5 if quick_mode() else 9,
         title=f"one batch of {len(indices)} random records",
     )
     verdict.measured["speed_vs_loop"] = result.relative("yours", loop).median

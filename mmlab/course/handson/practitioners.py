@@ -30,16 +30,13 @@ import numpy as np
 
 from mmlab.course.handson.batching import ReferenceBatches, batch_getitems
 from mmlab.course.handson.verdict import Verdict, attempt
+from mmlab.instruments.compare import quick_mode
 from mmlab.instruments.facts import format_size
 
 __all__ = ["ReferenceBatches", "ReferenceMemmapValues", "batch_getitems", "worker_safe_memmap"]
 
 _HAS_SMAPS_ROLLUP = os.path.exists("/proc/self/smaps_rollup")
 _PICKLE_SHARE = 100  # a pickle may carry at most 1/_PICKLE_SHARE of the data
-
-
-def _quick() -> bool:
-    return os.environ.get("MMLAB_QUICK") == "1"
 
 
 def _size(size: float) -> str:
@@ -245,7 +242,7 @@ def _judge_workers(verdict: Verdict, dataset, path: str, values: np.ndarray) -> 
         verdict.notes.append("the workers' memory is not measured here: no smaps_rollup")
         return
     crcs = np.array([zlib.crc32(memoryview(row).cast("B")) for row in values], dtype=np.uint32)
-    batches = 3 if _quick() else 8
+    batches = 3 if quick_mode() else 8
 
     report = Path(path).with_name("worker_report.txt")
 
@@ -257,7 +254,7 @@ def _judge_workers(verdict: Verdict, dataset, path: str, values: np.ndarray) -> 
     # once (a spawned worker takes seconds to start).
     first = epoch(ReferenceMemmapValues(path), "reference")
     mine = attempt(epoch, dataset, "yours")
-    second = [] if _quick() else _after(epoch(ReferenceMemmapValues(path), "reference again"))
+    second = [] if quick_mode() else _after(epoch(ReferenceMemmapValues(path), "reference again"))
     if not mine.ok:
         verdict.off.append(f"one epoch of spawned workers over it failed:\n{mine.error}")
         return
