@@ -100,13 +100,14 @@ def draw(matrix: Matrix, kind: str = "uss"):
     return paint
 
 
-def show(matrix: Matrix, kind: str = "uss") -> None:
-    """Draw the finished heat map of ``kind`` (for a widget: each choice redraws it)."""
-    import matplotlib.pyplot as plt
+def show(matrix: Matrix, kind: str = "uss", widget: bool | None = None) -> None:
+    """Draw the finished heat map of ``kind`` (for a widget: each choice redraws it).
+    ``widget=True`` inside ``interact``: the figure goes into an image widget (``LiveFigure``),
+    as a figure shown into an ``Output`` widget can leave a headless client waiting."""
+    from mmlab.instruments.live import LiveFigure
 
-    _, ax = plt.subplots(figsize=(8.5, 4.2), layout="constrained")
-    draw(matrix, kind)(ax)
-    plt.show()
+    with LiveFigure(draw(matrix, kind), every=0, figsize=(8.5, 4.2), widget=widget):
+        pass  # the one frame is drawn on exit
 
 
 def run_live(datasets: dict, **kwargs) -> Matrix:
